@@ -1,0 +1,356 @@
+"""checks.yaml -> a frozen, validated Config. Every error names file, line and key path."""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal, get_args, get_origin
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+from .durations import parse_duration
+from .errors import ConfigError, ConfigProblem
+from .secrets import Secret
+from .yamlsource import Document, Path as KeyPath, load_document
+
+DEFAULT_SCOPE = "https://cognitiveservices.azure.com/.default"
+DEFAULT_PROMPT = "Reply with the single word OK."
+
+
+def _duration(v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, str):
+        raise ValueError(f"expected a duration like 30s or 5m, got {v!r}")
+    return parse_duration(v)
+
+
+def _positive(v: float) -> float:
+    if v <= 0:
+        raise ValueError("must be longer than 0s")
+    return v
+
+
+Duration = Annotated[float, BeforeValidator(_duration), AfterValidator(_positive)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
+
+
+class Budget(_Model):
+    monthly_usd: float | None = Field(default=None, gt=0)
+
+
+class CheckSettings(_Model):
+    """The `defaults` section: how each deployment is probed and judged."""
+
+    interval: Duration = 60.0
+    timeout: Duration = 30.0
+    stream: bool = True
+    max_tokens: int = Field(default=1, ge=1, le=4096)
+    prompt: str = Field(default=DEFAULT_PROMPT, min_length=1, max_length=4000)
+    confirm: int = Field(default=1, ge=0, le=10)
+    confirm_interval: Duration = 5.0
+    failure_threshold: int = Field(default=3, ge=1, le=100)
+    success_threshold: int = Field(default=2, ge=1, le=100)
+    latency_slo: Duration = 10.0
+    ttft_slo: Duration | None = None
+
+
+_SETTING_KEYS = tuple(CheckSettings.model_fields)
+
+
+class Deployment(_Model):
+    name: str = Field(min_length=1)
+    model: str | None = None
+    budget: Budget | None = None
+    interval: Duration | None = None
+    timeout: Duration | None = None
+    stream: bool | None = None
+    max_tokens: int | None = Field(default=None, ge=1, le=4096)
+    prompt: str | None = Field(default=None, min_length=1, max_length=4000)
+    confirm: int | None = Field(default=None, ge=0, le=10)
+    confirm_interval: Duration | None = None
+    failure_threshold: int | None = Field(default=None, ge=1, le=100)
+    success_threshold: int | None = Field(default=None, ge=1, le=100)
+    latency_slo: Duration | None = None
+    ttft_slo: Duration | None = None
+
+    @property
+    def model_id(self) -> str:
+        return self.model or self.name
+
+    def settings(self, defaults: CheckSettings) -> CheckSettings:
+        """The effective settings: this deployment's overrides on top of ``defaults``."""
+        over = {k: getattr(self, k) for k in _SETTING_KEYS if getattr(self, k) is not None}
+        return defaults.model_copy(update=over) if over else defaults
+
+
+class EntraAuth(_Model):
+    scope: str = DEFAULT_SCOPE
+    client_id: str | None = None
+
+
+class Auth(_Model):
+    api_key: Secret | None = None
+    entra: EntraAuth | None = None
+
+    @property
+    def mode(self) -> str:
+        return "entra" if self.entra is not None else "api_key"
+
+
+def _entra(v: Any) -> Any:
+    return {} if v is None or v is True else v
+
+
+class _AuthIn(Auth):
+    entra: Annotated[EntraAuth | None, BeforeValidator(_entra)] = None
+
+
+class Resource(_Model):
+    name: str = Field(min_length=1)
+    resource: str | None = None
+    base_url: str | None = None
+    location: str | None = None
+    auth: _AuthIn | None = None
+    api_key_header: Literal["x-api-key", "api-key"] = "x-api-key"
+    budget: Budget | None = None
+    deployments: list[Deployment] = Field(min_length=1)
+
+    @property
+    def endpoint(self) -> str:
+        """Base URL ending in a slash, as the SDK builds it."""
+        if self.base_url:
+            return self.base_url.rstrip("/") + "/"
+        return f"https://{self.resource}.services.ai.azure.com/anthropic/"
+
+    @property
+    def messages_url(self) -> str:
+        return self.endpoint + "v1/messages"
+
+
+class Telemetry(_Model):
+    connection_string: Secret | None = None
+    service_name: str = "foundry-monitor"
+    location: str | None = None
+    live_metrics: bool = False
+
+
+class Store(_Model):
+    path: str | None = None
+    raw_retention: Duration = 35 * 86400.0
+    rollup_retention: Duration = 400 * 86400.0
+
+
+class Server(_Model):
+    host: str = "127.0.0.1"
+    port: int = Field(default=9464, ge=0, le=65535)
+    debug_endpoints: bool = True
+    bearer_token: Secret | None = None
+
+
+class Weekly(_Model):
+    enabled: bool = False
+    schedule: str = "mon 08:00"
+    recipients: list[str] = Field(default_factory=list)
+
+
+class Reports(_Model):
+    timezone: str = "UTC"
+    days: int = Field(default=30, ge=1, le=400)
+    slo_target: float = Field(default=99.9, gt=0, le=100)
+    workspace_id: str | None = None
+    weekly: Weekly = Weekly()
+
+
+class Smtp(_Model):
+    host: str = "localhost"
+    port: int = Field(default=587, ge=1, le=65535)
+    security: Literal["starttls", "tls", "none"] = "starttls"
+    username: str | None = None
+    password: Secret | None = None
+
+
+class Email(_Model):
+    sender: str | None = None
+    smtp: Smtp | None = None
+
+
+class Config(_Model):
+    data_dir: str = "./data"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    defaults: CheckSettings = CheckSettings()
+    resources: list[Resource] = Field(min_length=1)
+    telemetry: Telemetry = Telemetry()
+    store: Store = Store()
+    server: Server = Server()
+    reports: Reports = Reports()
+    email: Email = Email()
+    source: str = Field(default="checks.yaml", exclude=True)
+
+    def targets(self) -> Iterator[tuple[Resource, Deployment, CheckSettings]]:
+        for res in self.resources:
+            for dep in res.deployments:
+                yield res, dep, dep.settings(self.defaults)
+
+
+# --- loading -----------------------------------------------------------------------------------------
+
+
+def default_path() -> str:
+    return os.environ.get("FOUNDRY_MONITOR_CONFIG", "checks.yaml")
+
+
+def load(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:
+    """Read and validate a config file; raise ConfigError listing every problem found."""
+    name = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([ConfigProblem(name, None, "", "no such file (pass --config PATH or set "
+                                         "FOUNDRY_MONITOR_CONFIG)")]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not UTF-8 text"
+        raise ConfigError([ConfigProblem(name, None, "", f"cannot read: {why}")]) from None
+    return loads(text, name, env)
+
+
+def loads(text: str, file: str = "checks.yaml", env: Mapping[str, str] | None = None) -> Config:
+    doc = load_document(text, file, env)
+    if not isinstance(doc.data, dict):
+        raise ConfigError([doc.problem((), "expected a mapping with a `resources` key at the top")])
+    data = _drop_empty_env(doc)
+    try:
+        cfg = Config.model_validate({**data, "source": file})
+    except ValidationError as exc:
+        raise ConfigError(_problems(doc, exc)) from None
+    problems = list(_rules(cfg, doc))
+    if problems:
+        raise ConfigError(problems)
+    return cfg
+
+
+def _drop_empty_env(doc: Document) -> Any:
+    """A key whose value came from an unset ``${VAR:-}`` is treated as absent (so `resource` or
+    `base_url` can each come from an env var that may be unset)."""
+    data = doc.data
+    for path in sorted(doc.empty_vars, key=len, reverse=True):
+        parent: Any = data
+        for part in path[:-1]:
+            parent = parent[part]
+        if isinstance(parent, dict) and parent.get(path[-1]) == "":
+            del parent[path[-1]]
+    return data
+
+
+def _problems(doc: Document, exc: ValidationError) -> list[ConfigProblem]:
+    out = []
+    for err in exc.errors(include_url=False):
+        loc = tuple(p for p in err["loc"] if isinstance(p, int) or not str(p).startswith(("function-", "nullable")))
+        out.append(doc.problem(loc, _message(err, loc)))
+    return out
+
+
+def _message(err: Any, loc: KeyPath) -> str:
+    kind, got = err["type"], err.get("input")
+    shown = f'"{got}"' if isinstance(got, str) else repr(got)
+    if kind == "extra_forbidden":
+        allowed = _allowed_keys(loc[:-1])
+        near = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        hint = f"; did you mean `{near[0]}`?" if near else f"; allowed here: {', '.join(allowed)}"
+        return f"unknown key{hint}"
+    if kind == "missing":
+        return "required key is missing"
+    if kind == "value_error":
+        return str(err["msg"]).removeprefix("Value error, ")
+    simple = {
+        "int_parsing": "expected a whole number", "int_type": "expected a whole number",
+        "int_from_float": "expected a whole number", "float_parsing": "expected a number",
+        "float_type": "expected a number", "bool_parsing": "expected true or false",
+        "bool_type": "expected true or false", "string_type": "expected text",
+        "model_type": "expected a mapping of keys", "model_attributes_type": "expected a mapping of keys",
+        "list_type": "expected a list (lines starting with -)", "dict_type": "expected a mapping of keys",
+    }
+    if kind in simple:
+        return f"{simple[kind]}, got {shown}"
+    if kind == "literal_error":
+        return f"expected {err['ctx']['expected']}, got {shown}"
+    if kind == "too_short" and isinstance(got, list):
+        return "needs at least one entry"
+    if kind == "string_too_short":
+        return "must not be empty"
+    return f"{err['msg'][0].lower()}{err['msg'][1:]}, got {shown}"
+
+
+def _allowed_keys(loc: KeyPath) -> list[str]:
+    model: Any = Config
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        model = _model_of(field.annotation)
+    return [k for k in getattr(model, "model_fields", {}) if k != "source"]
+
+
+def _model_of(tp: Any) -> Any:
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return tp
+    for arg in get_args(tp):
+        found = _model_of(arg)
+        if found is not None:
+            return found
+    return None if get_origin(tp) is None else None
+
+
+_RESOURCE_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?")
+
+
+def _rules(cfg: Config, doc: Document) -> Iterator[ConfigProblem]:
+    """Checks that span several keys; each problem points at the key to change."""
+    seen_resources: dict[str, int] = {}
+    for i, res in enumerate(cfg.resources):
+        at: KeyPath = ("resources", i)
+        if res.name in seen_resources:
+            yield doc.problem((*at, "name"), f'duplicate resource name "{res.name}" (also resources[{seen_resources[res.name]}])')
+        seen_resources.setdefault(res.name, i)
+        yield from _endpoint_rules(res, doc, at)
+        if res.auth is None or (res.auth.api_key is None) == (res.auth.entra is None):
+            both = res.auth is not None and res.auth.api_key is not None
+            why = "set only one of" if both else "set exactly one of"
+            from_env = doc.empty_vars.get((*at, "auth", "api_key"))
+            env_note = f" ({from_env} is empty)" if from_env else ""
+            yield doc.problem((*at, "auth"), f"{why} api_key or entra{env_note}")
+        elif res.auth.api_key is not None and not res.auth.api_key.reveal().strip():
+            yield doc.problem((*at, "auth", "api_key"), "must not be empty")
+        seen: dict[str, int] = {}
+        for j, dep in enumerate(res.deployments):
+            dat: KeyPath = (*at, "deployments", j)
+            if dep.name in seen:
+                yield doc.problem((*dat, "name"), f'duplicate deployment name "{dep.name}" in resource '
+                                                  f'"{res.name}" (also deployments[{seen[dep.name]}])')
+            seen.setdefault(dep.name, j)
+            s = dep.settings(cfg.defaults)
+            if s.interval < s.timeout:
+                where = (*dat, "interval") if dep.interval is not None else ("defaults", "interval")
+                yield doc.problem(where, f"interval ({s.interval:g}s) is shorter than the timeout "
+                                         f"({s.timeout:g}s); a canary could overlap the next one")
+
+
+def _endpoint_rules(res: Resource, doc: Document, at: KeyPath) -> Iterator[ConfigProblem]:
+    if res.resource is not None and res.base_url is not None:
+        yield doc.problem((*at, "base_url"), "resource and base_url are mutually exclusive; keep one")
+    elif res.resource is None and res.base_url is None:
+        names = [v for k, v in doc.empty_vars.items() if k[:2] == at and k[2:] in (("resource",), ("base_url",))]
+        note = f" ({' and '.join(names)} {'are' if len(names) > 1 else 'is'} empty or unset)" if names else ""
+        yield doc.problem(at, f"set exactly one of resource or base_url{note}")
+    elif res.resource is not None and not _RESOURCE_NAME.fullmatch(res.resource):
+        yield doc.problem((*at, "resource"), f'expected an Azure resource name like my-foundry (letters, digits, '
+                                             f'hyphens), got "{res.resource}"; put a URL under base_url')
+    elif res.base_url is not None and not re.match(r"https?://[^/\s]+", res.base_url):
+        yield doc.problem((*at, "base_url"), f'expected a URL like https://NAME.services.ai.azure.com/anthropic/, '
+                                             f'got "{res.base_url}"')

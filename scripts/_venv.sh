@@ -1,0 +1,31 @@
+# Sourced by scripts/*: make sure .venv exists and holds this checkout with its dev extras.
+# Re-installs only when pyproject.toml changed (stamp file), so repeated runs start fast.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="$ROOT/.venv"
+
+_pick_python() {
+  for py in "${PYTHON:-}" python3.13 python3.12 python3.11 python3; do
+    [ -n "$py" ] || continue
+    if command -v "$py" >/dev/null 2>&1 && "$py" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+      echo "$py"; return 0
+    fi
+  done
+  echo "foundry-monitor needs Python 3.11 or newer on PATH (or set PYTHON=...)" >&2
+  return 1
+}
+
+ensure_venv() {
+  local stamp="$VENV/.installed" want
+  want="$(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1)"
+  if [ -x "$VENV/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
+    return 0
+  fi
+  echo "setting up $VENV (first run, or pyproject.toml changed) ..." >&2
+  [ -x "$VENV/bin/python" ] || "$(_pick_python)" -m venv "$VENV"
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip >&2 2>/dev/null || true
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$ROOT[dev]" 2>&1 \
+    | grep -vE '^(WARNING: Location|\s*$)' >&2 || true
+  "$VENV/bin/python" -c 'import monitor.cli' || { echo "install failed" >&2; return 1; }
+  echo "$want" > "$stamp"
+}
