@@ -13,7 +13,7 @@ class FailureKind(StrEnum):
 
     OK = "ok"
     INVALID_API_KEY = "invalid_api_key"
-    TOKEN_REJECTED = "token_rejected"
+    TOKEN_REJECTED = "token_rejected"  # noqa: S105 - a failure class, not a password
     CREDENTIAL_UNAVAILABLE = "credential_unavailable"
     PERMISSION_DENIED = "permission_denied"
     DEPLOYMENT_NOT_FOUND = "deployment_not_found"
@@ -127,6 +127,7 @@ class CanaryResult:
     response_model: str | None
     stop_reason: str | None
     detail: str | None = None  # short, secret-free description of what was seen (error message)
+    attempt: int = 0  # 0 = the scheduled canary; 1.. = confirmation re-checks of a failure
 
     @property
     def kind(self) -> FailureKind:

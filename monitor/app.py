@@ -1,0 +1,112 @@
+"""Wiring: config -> HTTP clients and credentials -> targets. The only place objects are built."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from . import probe
+from .auth import ApiKeyAuth, AuthProvider, EntraAuth, entra_credential
+from .canary import Target
+from .config import Config, Resource
+from .errors import MonitorError
+
+POOL_PER_RESOURCE = 64
+
+
+def data_dir(cfg: Config) -> Path:
+    """FOUNDRY_MONITOR_DATA_DIR, else the config's data_dir; created if missing, must be writable."""
+    path = Path(os.environ.get("FOUNDRY_MONITOR_DATA_DIR") or cfg.data_dir)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe_file = path / ".write-test"
+        probe_file.write_text("ok")
+        probe_file.unlink()
+    except OSError as exc:
+        raise MonitorError(f"data_dir {path} is not writable ({exc.strerror}); set data_dir in the config "
+                           "or FOUNDRY_MONITOR_DATA_DIR") from None
+    return path
+
+
+def store_path(cfg: Config) -> Path:
+    return Path(cfg.store.path) if cfg.store.path else data_dir(cfg) / "results.sqlite3"
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``i/n`` with 0 <= i < n."""
+    try:
+        i, n = (int(p) for p in text.split("/"))
+    except ValueError:
+        raise MonitorError(f'--shard expects i/n such as 0/3, got "{text}"') from None
+    if not 0 <= i < n:
+        raise MonitorError(f'--shard {text}: need 0 <= i < n')
+    return i, n
+
+
+@dataclass
+class Fleet:
+    """Everything needed to probe: one httpx client and one credential per resource."""
+
+    targets: list[Target]
+    clients: dict[str, httpx.AsyncClient] = field(default_factory=dict)
+    auths: dict[str, AuthProvider] = field(default_factory=dict)
+
+    async def aclose(self) -> None:
+        for client in self.clients.values():
+            await client.aclose()
+        for auth in self.auths.values():
+            await auth.close()
+
+
+def in_shard(resource: str, deployment: str, shard: tuple[int, int] | None) -> bool:
+    """Stable share of deployments for replica i of n: the same on every host and every run."""
+    if shard is None:
+        return True
+    digest = hashlib.sha256(f"{resource}/{deployment}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % shard[1] == shard[0]
+
+
+def build_targets(cfg: Config, only: set[str] | None = None,
+                  shard: tuple[int, int] | None = None) -> list[Target]:
+    targets = []
+    for res, dep, s in cfg.targets():
+        if (only is not None and dep.name not in only) or not in_shard(res.name, dep.name, shard):
+            continue
+        req = probe.Request.build(res.name, dep.name, res.messages_url, prompt=s.prompt,
+                                  max_tokens=s.max_tokens, stream=s.stream, timeout=s.timeout)
+        budget = dep.budget.monthly_usd if dep.budget and dep.budget.monthly_usd else None
+        if budget is None and res.budget and res.budget.monthly_usd:
+            budget = res.budget.monthly_usd / len(res.deployments)  # a resource budget is shared evenly
+        targets.append(Target(res.name, dep.name, dep.model_id, s, req, budget))
+    return targets
+
+
+def build_auth(res: Resource) -> AuthProvider:
+    assert res.auth is not None  # config validation guarantees it
+    if res.auth.entra is not None:
+        return EntraAuth(entra_credential(res.auth.entra.client_id), res.auth.entra.scope)
+    assert res.auth.api_key is not None
+    return ApiKeyAuth(res.auth.api_key, res.api_key_header)
+
+
+def build_client(max_timeout: float) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        timeout=probe.client_timeout(max_timeout),
+        limits=httpx.Limits(max_connections=POOL_PER_RESOURCE, max_keepalive_connections=POOL_PER_RESOURCE),
+        follow_redirects=False,
+    )
+
+
+def build_fleet(cfg: Config, only: set[str] | None = None, shard: tuple[int, int] | None = None) -> Fleet:
+    fleet = Fleet(build_targets(cfg, only, shard))
+    used = {t.resource for t in fleet.targets}
+    for res in cfg.resources:
+        if res.name in used:
+            timeout = max(t.settings.timeout for t in fleet.targets if t.resource == res.name)
+            fleet.clients[res.name] = build_client(timeout)
+            fleet.auths[res.name] = build_auth(res)
+    return fleet

@@ -1,0 +1,89 @@
+"""Logging set-up: one line per event, JSON (machines) or text (people).
+
+Events carry their fields in ``extra={"fields": {...}}``; both formats print them. Only values the
+monitor itself built go into fields, never request headers, so no secret can reach a log line.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+from .results import CanaryResult
+
+LOGGER = "monitor"
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        out.update(getattr(record, "fields", {}))
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        when = datetime.fromtimestamp(record.created, UTC).strftime("%H:%M:%S")
+        fields = getattr(record, "fields", {})
+        tail = " ".join(f"{k}={_text(v)}" for k, v in fields.items() if v is not None)
+        line = f"{when} {record.levelname.lower():7} {record.getMessage()}" + (f"  {tail}" if tail else "")
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+def _text(v: object) -> str:
+    s = str(v)
+    return json.dumps(s) if " " in s or not s else s
+
+
+def setup(level: str = "info", fmt: str = "auto", stream: Any = None) -> None:
+    """Configure the ``monitor`` logger; ``auto`` means JSON unless the stream is a terminal."""
+    stream = stream or sys.stderr
+    if fmt == "auto":
+        fmt = "text" if getattr(stream, "isatty", lambda: False)() else "json"
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    root = logging.getLogger(LOGGER)
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    root.propagate = False
+    for noisy in ("apscheduler", "httpx", "httpcore", "uvicorn", "uvicorn.error", "azure"):
+        logging.getLogger(noisy).setLevel(logging.WARNING if level != "debug" else logging.INFO)
+    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    logging.getLogger("apscheduler.executors.default").setLevel(logging.ERROR)
+    logging.getLogger("apscheduler.scheduler").setLevel(logging.ERROR)
+
+
+def event(logger: logging.Logger, level: int, message: str, **fields: Any) -> None:
+    logger.log(level, message, extra={"fields": fields})
+
+
+def canary_fields(r: CanaryResult) -> dict[str, Any]:
+    """The one line per canary: deployment, kind, status, latency, TTFT, both request ids (+ hint)."""
+    t = r.timings
+    fields: dict[str, Any] = {
+        "event": "canary", "resource": r.resource, "deployment": r.deployment, "kind": r.kind.value,
+        "status": r.status_code,
+        "latency_ms": None if t.total_s is None else round(t.total_s * 1000, 1),
+        "ttft_ms": None if t.ttft_s is None else round(t.ttft_s * 1000, 1),
+        "input_tokens": r.usage.input_tokens if r.usage else None,
+        "output_tokens": r.usage.output_tokens if r.usage else None,
+        "request_id": r.request_id, "apim_request_id": r.apim_request_id,
+    }
+    if r.location:
+        fields["location"] = r.location
+    if not r.ok:
+        fields["detail"] = r.detail
+        fields["hint"] = r.verdict.hint
+    return fields

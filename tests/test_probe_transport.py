@@ -1,0 +1,112 @@
+"""The probe against transport faults: nothing listening, untrusted TLS, a hang, a drop, a flood."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+
+import httpx
+import pytest
+import trustme
+
+from monitor import probe
+from monitor.auth import ApiKeyAuth
+from monitor.classify import classify
+from monitor.results import FailureKind
+from monitor.secrets import Secret
+
+from .loopback import free_port, hang, http_response, raw_server, read_request
+
+
+def request(port: int, timeout: float = 2.0, scheme: str = "http", stream: bool = False) -> probe.Request:
+    return probe.Request.build("res", "canary-haiku", f"{scheme}://127.0.0.1:{port}/anthropic/v1/messages",
+                               prompt="hi", max_tokens=1, stream=stream, timeout=timeout)
+
+
+async def run(req: probe.Request, fake_key: str, verify: ssl.SSLContext | bool = True) -> probe.Outcome:
+    async with httpx.AsyncClient(verify=verify) as client:
+        return await probe.run(req, client, ApiKeyAuth(Secret(fake_key)))
+
+
+async def test_a_port_nobody_listens_on_is_a_connection_error(fake_key: str) -> None:
+    outcome = await run(request(free_port()), fake_key)
+    assert classify(outcome).kind is FailureKind.CONNECTION_ERROR
+    assert fake_key not in repr(outcome)
+
+
+async def test_a_tls_server_with_an_untrusted_certificate_is_a_tls_error(fake_key: str) -> None:
+    ca = trustme.CA()
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_ctx)
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+
+    async with raw_server(answer, server_ctx) as port:
+        outcome = await run(request(port, scheme="https"), fake_key, verify=ssl.create_default_context())
+    verdict = classify(outcome)
+    assert verdict.kind is FailureKind.TLS_ERROR
+    assert "SSL_CERT_FILE" in verdict.hint
+
+
+async def test_a_hang_is_a_timeout_within_the_configured_timeout(fake_key: str) -> None:
+    async with raw_server(hang) as port:
+        start = time.perf_counter()
+        outcome = await run(request(port, timeout=0.5), fake_key)
+        elapsed = time.perf_counter() - start
+    assert classify(outcome).kind is FailureKind.TIMEOUT
+    assert 0.5 <= elapsed < 0.5 + 0.5
+
+
+async def test_a_connection_closed_before_any_answer_is_a_connection_error(fake_key: str) -> None:
+    async def drop(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.transport.abort()
+
+    async with raw_server(drop) as port:
+        outcome = await run(request(port), fake_key)
+    assert classify(outcome).kind is FailureKind.CONNECTION_ERROR
+
+
+async def test_a_body_larger_than_the_bound_is_malformed_and_reading_stops(fake_key: str) -> None:
+    size = 50 * 1024 * 1024
+
+    async def flood(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        head = f"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {size}\r\n\r\n"
+        writer.write(head.encode())
+        chunk = b" " * 65536
+        for _ in range(size // len(chunk)):
+            writer.write(chunk)
+            await writer.drain()
+
+    async with raw_server(flood) as port:
+        outcome = await run(request(port, timeout=10), fake_key)
+    assert classify(outcome).kind is FailureKind.MALFORMED_RESPONSE
+    assert outcome.malformed is not None and "larger than" in outcome.malformed
+
+
+@pytest.mark.parametrize(("body", "why"), [
+    (b"{not json", "not a JSON object"),
+    (b'{"type":"message","content":[],"model":"m"}', "no usage"),
+])
+async def test_a_200_with_a_broken_body_is_malformed(fake_key: str, body: bytes, why: str) -> None:
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(http_response(200, body))
+        await writer.drain()
+
+    async with raw_server(answer) as port:
+        outcome = await run(request(port), fake_key)
+    assert classify(outcome).kind is FailureKind.MALFORMED_RESPONSE
+    assert outcome.malformed is not None and why in outcome.malformed
+
+
+def test_the_sse_parser_handles_events_split_across_chunks_and_crlf() -> None:
+    parser = probe.SSEParser()
+    stream = b"event: ping\r\ndata: {}\r\n\r\nevent: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"
+    events = []
+    for i in range(0, len(stream), 5):
+        events += parser.feed(stream[i:i + 5])
+    assert events == [("ping", b"{}"), ("message_stop", b'{"type":"message_stop"}')]
