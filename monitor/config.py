@@ -14,7 +14,8 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from .durations import parse_duration
 from .errors import ConfigError, ConfigProblem
 from .secrets import Secret
-from .yamlsource import Document, Path as KeyPath, load_document
+from .yamlsource import Document, load_document
+from .yamlsource import Path as KeyPath
 
 DEFAULT_SCOPE = "https://cognitiveservices.azure.com/.default"
 DEFAULT_PROMPT = "Reply with the single word OK."
@@ -249,7 +250,9 @@ def _drop_empty_env(doc: Document) -> Any:
 def _problems(doc: Document, exc: ValidationError) -> list[ConfigProblem]:
     out = []
     for err in exc.errors(include_url=False):
-        loc = tuple(p for p in err["loc"] if isinstance(p, int) or not str(p).startswith(("function-", "nullable")))
+        loc = tuple(
+            p for p in err["loc"] if isinstance(p, int) or not str(p).startswith(("function-", "nullable"))
+        )
         out.append(doc.problem(loc, _message(err, loc)))
     return out
 
@@ -316,7 +319,9 @@ def _rules(cfg: Config, doc: Document) -> Iterator[ConfigProblem]:
     for i, res in enumerate(cfg.resources):
         at: KeyPath = ("resources", i)
         if res.name in seen_resources:
-            yield doc.problem((*at, "name"), f'duplicate resource name "{res.name}" (also resources[{seen_resources[res.name]}])')
+            first = seen_resources[res.name]
+            msg = f'duplicate resource name "{res.name}" (also resources[{first}])'
+            yield doc.problem((*at, "name"), msg)
         seen_resources.setdefault(res.name, i)
         yield from _endpoint_rules(res, doc, at)
         if res.auth is None or (res.auth.api_key is None) == (res.auth.entra is None):
@@ -345,12 +350,18 @@ def _endpoint_rules(res: Resource, doc: Document, at: KeyPath) -> Iterator[Confi
     if res.resource is not None and res.base_url is not None:
         yield doc.problem((*at, "base_url"), "resource and base_url are mutually exclusive; keep one")
     elif res.resource is None and res.base_url is None:
-        names = [v for k, v in doc.empty_vars.items() if k[:2] == at and k[2:] in (("resource",), ("base_url",))]
+        endpoint_keys = (("resource",), ("base_url",))
+        names = [v for k, v in doc.empty_vars.items() if k[:2] == at and k[2:] in endpoint_keys]
         note = f" ({' and '.join(names)} {'are' if len(names) > 1 else 'is'} empty or unset)" if names else ""
         yield doc.problem(at, f"set exactly one of resource or base_url{note}")
     elif res.resource is not None and not _RESOURCE_NAME.fullmatch(res.resource):
-        yield doc.problem((*at, "resource"), f'expected an Azure resource name like my-foundry (letters, digits, '
-                                             f'hyphens), got "{res.resource}"; put a URL under base_url')
+        yield doc.problem(
+            (*at, "resource"),
+            "expected an Azure resource name like my-foundry (letters, digits, hyphens), "
+            f'got "{res.resource}"; put a URL under base_url',
+        )
     elif res.base_url is not None and not re.match(r"https?://[^/\s]+", res.base_url):
-        yield doc.problem((*at, "base_url"), f'expected a URL like https://NAME.services.ai.azure.com/anthropic/, '
-                                             f'got "{res.base_url}"')
+        yield doc.problem(
+            (*at, "base_url"),
+            f'expected a URL like https://NAME.services.ai.azure.com/anthropic/, got "{res.base_url}"',
+        )
