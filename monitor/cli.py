@@ -7,14 +7,21 @@ internal error (a bug: the message says so).
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 import logging
+import os
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from . import __version__
 from . import config as config_mod
-from .durations import format_duration
+from .durations import format_duration, parse_duration
+from .emulator import cli as emulator_cli
 from .errors import MonitorError
+from .results import CanaryResult
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUG = 0, 1, 2, 3
 
@@ -61,16 +68,63 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     command("validate", "check the config file and print what would be monitored", cmd_validate)
-    for name, help_ in (
-        ("run", "run the monitoring daemon"),
-        ("check", "send one canary to every deployment and print the results"),
-        ("report", "build the rolling report"),
-        ("emulator", "run the local Foundry emulator"),
-        ("demo", "run the daemon against the emulator, no Azure needed"),
-        ("health", "exit 0 when a running daemon answers /healthz"),
-    ):
-        command(name, help_, _not_yet(name))
+    p = command("check", "send one canary to every deployment (or the named ones) and print the results",
+                cmd_check)
+    p.add_argument("--deployment", action="append", metavar="NAME",
+                   help="probe only this deployment (repeatable)")
+    p.add_argument("--format", choices=("text", "json"), default="text", help="output format")
+    p = command("run", "run the monitoring daemon (SIGTERM/SIGINT stop it, SIGHUP reloads the config)",
+                cmd_run)
+    p.add_argument("--shard", default=os.environ.get("FOUNDRY_MONITOR_SHARD"), metavar="I/N",
+                   help="probe only this replica's stable share of deployments (env FOUNDRY_MONITOR_SHARD)")
+    p.add_argument("--location", default=os.environ.get("FOUNDRY_MONITOR_LOCATION", ""), metavar="NAME",
+                   help="label every result with where this daemon runs (env FOUNDRY_MONITOR_LOCATION)")
+    p.add_argument("--host", default=None, help="HTTP server address (default: server.host, 127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="HTTP server port (default: server.port, 9464)")
+    p.add_argument("--max-concurrency", type=int, default=64, metavar="N", help="canaries in flight at most")
+    _log_options(p)
+    p = command("health", "exit 0 when a running daemon answers /healthz (the container HEALTHCHECK)",
+                cmd_health)
+    p.add_argument("--url", help="the /healthz URL (env FOUNDRY_MONITOR_HEALTH_URL)",
+                   default=os.environ.get("FOUNDRY_MONITOR_HEALTH_URL", "http://127.0.0.1:9464/healthz"))
+    p.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for an answer")
+    command("report", "build the rolling report", _not_yet("report"))
+    p = sub.add_parser("emulator", help="run the local Foundry emulator (for tests, demos and trials)",
+                       description="Serve a faithful Foundry emulator: /anthropic/v1/messages with the "
+                       "Azure error shapes, fault injection from a scenario file, a managed-identity token "
+                       "endpoint and a ground-truth log under /_emulator/.")
+    emulator_cli.add_arguments(p)
+    p.set_defaults(handler=emulator_cli.main)
+    p = sub.add_parser("demo", help="run the daemon against the emulator for a minute, no Azure needed",
+                       description="Start the emulator with one deployment per situation worth seeing "
+                       "(healthy, slow, throttled, flaky, missing, rotated key), run the daemon against it "
+                       "with a local store, show the live state and end with a summary.")
+    p.add_argument("--duration", default="60s", help="how long to run (default 60s; e.g. 30s, 5m)")
+    p.add_argument("--data-dir", default=None, metavar="DIR",
+                   help="where the store and the log go (default: a fresh temporary directory)")
+    p.add_argument("--port", type=int, default=0, help="the daemon's HTTP port (default: a free one)")
+    p.set_defaults(handler=cmd_demo)
     return parser
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from . import demo  # rich and the emulator load only for the demo
+
+    try:
+        duration = parse_duration(args.duration)
+    except ValueError as exc:
+        raise MonitorError(f"--duration: {exc}") from None
+    if args.data_dir is None:
+        with tempfile.TemporaryDirectory(prefix="foundry-monitor-demo-") as tmp:
+            return demo.run(duration, Path(tmp), args.port, keep=False)
+    return demo.run(duration, Path(args.data_dir), args.port, keep=True)
+
+
+def _log_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--log-format", choices=("auto", "json", "text"), default="auto",
+                   help="log line format (auto: json unless stderr is a terminal)")
+    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default=None,
+                   help="overrides log_level from the config")
 
 
 def _not_yet(name: str) -> Handler:
@@ -105,3 +159,109 @@ def _auth_label(res: config_mod.Resource) -> str:
 def format_table(rows: Sequence[Sequence[str]]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from .app import build_fleet
+    from .canary import run_canary
+
+    cfg = load_config(args)
+    only = set(args.deployment) if args.deployment else None
+    if only:
+        known = {dep.name for _, dep, _ in cfg.targets()}
+        missing = sorted(only - known)
+        if missing:
+            raise MonitorError(f"no deployment named {', '.join(missing)} in {cfg.source} "
+                               f"(known: {', '.join(sorted(known))})")
+
+    async def round_() -> list[CanaryResult]:
+        fleet = build_fleet(cfg, only)
+        try:
+            where = cfg.telemetry.location or ""
+            runs = [run_canary(t, fleet.clients[t.resource], fleet.auths[t.resource], where)
+                    for t in fleet.targets]
+            return list(await asyncio.gather(*runs))
+        finally:
+            await fleet.aclose()
+
+    results = asyncio.run(round_())
+    if args.format == "json":
+        print(json.dumps([result_json(r) for r in results], indent=2))
+    else:
+        print(format_results(results))
+    return EXIT_OK if all(r.ok for r in results) else EXIT_FAILED
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 1)
+
+
+def result_json(r: CanaryResult) -> dict[str, object]:
+    return {
+        "resource": r.resource, "deployment": r.deployment, "model": r.model, "kind": r.kind.value,
+        "ok": r.ok, "status_code": r.status_code, "latency_ms": _ms(r.timings.total_s),
+        "ttft_ms": _ms(r.timings.ttft_s),
+        "input_tokens": r.usage.input_tokens if r.usage else None,
+        "output_tokens": r.usage.output_tokens if r.usage else None,
+        "request_id": r.request_id, "apim_request_id": r.apim_request_id,
+        "hint": None if r.ok else r.verdict.hint, "detail": r.detail,
+    }
+
+
+def format_results(results: Sequence[CanaryResult]) -> str:
+    def cell(v: object) -> str:
+        return "-" if v is None else str(v)
+
+    head = ("DEPLOYMENT", "KIND", "STATUS", "LATENCY", "TTFT", "TOKENS", "REQUEST-ID", "APIM-REQUEST-ID")
+    lines: list[str] = []
+    rows = [head]
+    for r in results:
+        tokens = f"{r.usage.input_tokens}/{r.usage.output_tokens}" if r.usage else None
+        lat, ttft = _ms(r.timings.total_s), _ms(r.timings.ttft_s)
+        rows.append((r.deployment, r.kind.value, cell(r.status_code),
+                     f"{lat:.0f}ms" if lat is not None else "-", f"{ttft:.0f}ms" if ttft is not None else "-",
+                     cell(tokens), cell(r.request_id), cell(r.apim_request_id)))
+    table = format_table(rows).splitlines()
+    lines.append(table[0])
+    for r, line in zip(results, table[1:], strict=True):
+        lines.append(line)
+        if not r.ok:
+            if r.detail:
+                lines.append(f"    seen: {r.detail}")
+            lines.append(f"    hint: {r.verdict.hint}")
+    ok = sum(r.ok for r in results)
+    lines.append(f"{ok}/{len(results)} ok")
+    return "\n".join(lines)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from . import logs
+    from .app import parse_shard, store_path
+    from .daemon import Daemon, Options
+    from .store import Store
+
+    cfg = load_config(args)
+    logs.setup(args.log_level or cfg.log_level, args.log_format)
+    shard = parse_shard(args.shard) if args.shard else None
+    store = Store.open(store_path(cfg))
+    opts = Options(config_path=args.config or config_mod.default_path(), shard=shard, location=args.location,
+                   host=args.host, port=args.port, max_concurrency=args.max_concurrency)
+    try:
+        return asyncio.run(Daemon(cfg, store, opts).run())
+    finally:
+        store.close()
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    import httpx
+
+    try:
+        response = httpx.get(args.url, timeout=args.timeout)
+    except httpx.HTTPError as exc:
+        print(f"unhealthy: {args.url}: {type(exc).__name__}", file=sys.stderr)
+        return EXIT_FAILED
+    if response.status_code != 200:
+        print(f"unhealthy: {args.url} answered {response.status_code}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"healthy: {args.url}")
+    return EXIT_OK

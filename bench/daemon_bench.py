@@ -1,0 +1,145 @@
+"""Benchmark: N deployments at a fixed interval against the emulator (a separate process).
+
+Prints CPU seconds per canary, scheduling lateness, the error of measured latency and TTFT against
+the emulator's own server-side record, peak RSS and RSS growth after the first minute.
+
+    .venv/bin/python bench/daemon_bench.py --deployments 1000 --interval 10s --duration 150s
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from monitor import config as config_mod
+from monitor.daemon import Daemon, Options
+from monitor.durations import parse_duration
+from monitor.store import Store
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q / 100 * len(values)))]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_emulator(n: int, tmp: Path) -> tuple[subprocess.Popen[bytes], str, str]:
+    scenario = {"api_key": "bench-key", "deployments": [
+        {"name": f"dep-{i:04d}", "model": "claude-haiku-4-5-20251001",
+         "latency": {"base": "5ms", "jitter": "2ms"}, "ttft": "2ms", "tokens_per_second": 1000}
+        for i in range(n)]}
+    path = tmp / "scenario.yaml"
+    path.write_text(json.dumps(scenario))
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "monitor.emulator", "--port", str(port), "--scenario",
+                             str(path)], stdout=subprocess.DEVNULL)
+    root = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"{root}/_emulator/scenario", timeout=1)
+            return proc, f"{root}/anthropic/", "bench-key"
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    proc.kill()
+    raise SystemExit("the emulator did not start within 20 s")
+
+
+def config_text(n: int, base_url: str, key: str, interval: str, data_dir: Path) -> str:
+    deps = "\n".join(f"      - {{name: dep-{i:04d}, model: claude-haiku-4-5}}" for i in range(n))
+    return (f"data_dir: {json.dumps(str(data_dir))}\nlog_level: warning\n"
+            f"defaults: {{interval: {interval}, timeout: 5s, confirm: 0}}\nserver: {{port: 0}}\n"
+            f"resources:\n  - name: bench\n    base_url: {base_url}\n    auth: {{api_key: {key}}}\n"
+            f"    deployments:\n{deps}\n")
+
+
+async def drive(daemon: Daemon, duration: float, samples: list[tuple[float, float]]) -> None:
+    task = asyncio.create_task(daemon.run(install_signals=False))
+    start = time.monotonic()
+    while time.monotonic() - start < duration and not task.done():
+        await asyncio.sleep(5)
+        samples.append((time.monotonic() - start, rss_mb()))
+    daemon.request_stop()
+    await task
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--deployments", type=int, default=1000)
+    ap.add_argument("--interval", default="10s")
+    ap.add_argument("--duration", default="150s")
+    args = ap.parse_args()
+    duration = parse_duration(args.duration)
+    with tempfile.TemporaryDirectory() as tmpdir:
+        tmp = Path(tmpdir)
+        emu, base_url, key = start_emulator(args.deployments, tmp)
+        try:
+            cfg = config_mod.loads(config_text(args.deployments, base_url, key, args.interval, tmp / "data"))
+            store = Store.open(tmp / "data" / "results.sqlite3")
+            daemon = Daemon(cfg, store, Options(config_path=""))
+            samples: list[tuple[float, float]] = []
+            cpu0, wall0 = time.process_time(), time.monotonic()
+            asyncio.run(drive(daemon, duration, samples))
+            cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
+            rows = store.query("SELECT request_id, total_s, ttft_s, kind FROM results")
+            truth = {e["request_id"]: e for e in httpx.get(base_url.replace("/anthropic/", "/_emulator/log"),
+                                                            timeout=30).json()}
+        finally:
+            emu.send_signal(signal.SIGTERM)
+            emu.wait(10)
+    canaries = len(rows)
+    ok = sum(1 for r in rows if r["kind"] == "ok")
+    lat_err = [abs(r["total_s"] - truth[r["request_id"]]["total_s"]) * 1000 for r in rows
+               if r["request_id"] in truth and r["total_s"] is not None]
+    ttft_err = [abs(r["ttft_s"] - truth[r["request_id"]]["ttft_s"]) * 1000 for r in rows
+                if r["request_id"] in truth and r["ttft_s"] is not None and truth[r["request_id"]]["ttft_s"]]
+    late = [x * 1000 for x in daemon.scheduler.lateness_s]
+    after_min = [m for t, m in samples if t >= 60]
+    growth = (after_min[-1] - after_min[0]) / after_min[0] * 100 if len(after_min) > 1 else float("nan")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"deployments {args.deployments}, interval {args.interval}, ran {wall:.0f}s, canaries {canaries} "
+          f"({ok} ok), matched to ground truth {len(lat_err)}")
+    print(f"{'figure':42} {'value':>12}  target")
+    print(f"{'CPU ms per canary':42} {cpu / max(canaries, 1) * 1000:12.3f}  <= 2")
+    def pair(v: list[float], digits: int = 2) -> str:
+        return f"{pct(v, 50):.{digits}f} / {pct(v, 99):.{digits}f}".rjust(12)
+
+    print(f"{'scheduling lateness p50 / p99 (ms)':42} {pair(late, 1)}  p99 <= 100")
+    print(f"{'latency error vs ground truth p50 / p99 (ms)':42} {pair(lat_err)}  p99 <= 5")
+    print(f"{'TTFT error vs ground truth p50 / p99 (ms)':42} {pair(ttft_err)}")
+    print(f"{'peak RSS (MB)':42} {peak:12.1f}  <= 150")
+    print(f"{'RSS growth minute 1 -> end (%)':42} {growth:12.2f}  < 5")
+    if lat_err:
+        print(f"{'mean latency error (ms)':42} {statistics.mean(lat_err):12.2f}")
+
+
+if __name__ == "__main__":
+    main()

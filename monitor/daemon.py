@@ -1,0 +1,313 @@
+"""The long-running job: schedule canaries, keep health, serve status, reload, stop cleanly.
+
+Per canary: store first (nothing lost if an exporter is down), then log line and telemetry; the
+confirmed result then moves the health state machine, whose transitions are logged and persisted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import signal
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from . import config as config_mod
+from .app import build_fleet
+from .errors import ConfigError, MonitorError
+from .health import Change, HealthTracker, Transition
+from .logs import canary_fields, event
+from .pricing import cost_usd
+from .results import CanaryResult
+from .scheduler import CanaryScheduler
+from .server import bound_port, build_app, build_server
+from .store import ResultWriter, Store, result_row
+
+log = logging.getLogger("monitor.daemon")
+
+RECENT = 50
+SNAPSHOT_EVERY_S = 15.0
+TICK_S = 1.0
+STOP_BUDGET_S = 15.0
+
+
+class Telemetry:
+    """The telemetry seam as the daemon sees it (a no-op until telemetry is configured)."""
+
+    def record(self, result: CanaryResult, cost: float | None) -> None: ...
+
+    def transition(self, t: Transition) -> None: ...
+
+    def metrics(self) -> bytes:
+        return b""
+
+    def shutdown(self) -> None: ...
+
+
+@dataclass
+class Options:
+    config_path: str
+    shard: tuple[int, int] | None = None
+    location: str = ""
+    host: str | None = None
+    port: int | None = None
+    max_concurrency: int = 64
+    seed: int | None = None  # back-off jitter; fixed in tests
+    now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+
+
+class Daemon:
+    def __init__(self, cfg: config_mod.Config, store: Store, opts: Options,
+                 telemetry: Telemetry | None = None) -> None:
+        self.cfg = cfg
+        self.opts = opts
+        self.store = store
+        self.telemetry = telemetry or Telemetry()
+        self.writer = ResultWriter(store)
+        self.health = HealthTracker.restore(store.get_state("health") or {})
+        self.fleet = build_fleet(cfg, shard=opts.shard)
+        self.scheduler = CanaryScheduler(self.fleet, self, max_concurrency=opts.max_concurrency,
+                                         location=opts.location, now=opts.now,
+                                         rng=random.Random(opts.seed))  # noqa: S311 - jitter only
+        self.recent: dict[tuple[str, str], deque[CanaryResult]] = {}
+        self.failures: dict[tuple[str, str], deque[CanaryResult]] = {}
+        self.reloads = {"ok": 0, "failed": 0}
+        self.last_reload_ok = True
+        self.last_reload_error: str | None = None
+        self.started_at = opts.now()
+        self.port: int | None = None
+        self._running = False
+        self._dirty = False
+        self._stop = asyncio.Event()
+        self._reload = asyncio.Event()
+
+    # --- ResultSink ------------------------------------------------------------------------------
+
+    def record(self, r: CanaryResult) -> None:
+        cost = cost_usd(r.model, r.usage) if r.usage else None
+        self.writer.put(result_row(r, cost))
+        event(log, logging.INFO if r.ok else logging.WARNING, "canary", **canary_fields(r))
+        self.telemetry.record(r, cost)
+        key = (r.resource, r.deployment)
+        self.recent.setdefault(key, deque(maxlen=RECENT)).append(r)
+        if not r.ok:
+            self.failures.setdefault(key, deque(maxlen=RECENT)).append(r)
+
+    def confirmed(self, r: CanaryResult) -> None:
+        target = next((t for t in self.fleet.targets if t.key == (r.resource, r.deployment)), None)
+        if target is None:
+            return
+        change = self.health.observe(r, target.settings, self.opts.now())
+        if change is not None:
+            self._changed(change)
+
+    def _changed(self, change: Change) -> None:
+        t = change.transition
+        self._log_transition(t)
+        if change.opened is not None:
+            i = change.opened
+            self.store.open_incident(i.key[0], i.key[1], i.state.value, i.started_at, i.kind.value, i.hint,
+                                     i.request_id, i.apim_request_id)
+        if change.closed is not None and change.closed.ended_at is not None:
+            i = change.closed
+            self.store.close_incident(i.key[0], i.key[1], i.state.value, i.ended_at)  # type: ignore[arg-type]
+        self._dirty = True
+
+    def _log_transition(self, t: Transition) -> None:
+        level = logging.WARNING if t.new.value in ("down", "throttled") else logging.INFO
+        event(log, level, f"{t.key[1]}: {t.previous.value} -> {t.new.value}", **t.log_fields())
+        self.telemetry.transition(t)
+
+    # --- StatusSource ----------------------------------------------------------------------------
+
+    def alive(self) -> bool:
+        return self._running and not self._stop.is_set()
+
+    def ready(self) -> bool:
+        return self.alive() and all(t.key in self.recent for t in self.fleet.targets)
+
+    def metrics(self) -> bytes:
+        return self.telemetry.metrics()
+
+    def status(self) -> dict[str, Any]:
+        states = self.health.states()
+        deployments = []
+        for t in self.fleet.targets:
+            view = states.get(t.key)
+            last = self.recent.get(t.key)
+            fails = self.failures.get(t.key)
+            deployments.append({
+                "resource": t.resource, "deployment": t.deployment, "model": t.model,
+                "state": view.state.value if view else "unknown",
+                "since": _iso(view.since) if view else None,
+                "interval_s": self.scheduler.interval_of(t.key),
+                "next_run": _iso(self.scheduler.next_run(t.key)),
+                "last_result": _result_json(last[-1]) if last else None,
+                "last_failure": _result_json(fails[-1]) if fails else None,
+                "counts": {"canaries": len(last or ()), "failures_recent": len(fails or ())},
+                "consecutive_failures": view.consecutive_failures if view else 0,
+            })
+        return {
+            "service": "foundry-monitor", "started_at": _iso(self.started_at), "location": self.opts.location,
+            "shard": f"{self.opts.shard[0]}/{self.opts.shard[1]}" if self.opts.shard else None,
+            "ready": self.ready(), "deployments": deployments,
+            "open_incidents": [{"resource": i.key[0], "deployment": i.key[1], "state": i.state.value,
+                                "started_at": _iso(i.started_at), "kind": i.kind.value, "hint": i.hint,
+                                "request_id": i.request_id, "apim_request_id": i.apim_request_id}
+                               for i in self.health.open_incidents()],
+            "reloads": {**self.reloads, "last_ok": self.last_reload_ok, "last_error": self.last_reload_error},
+        }
+
+    def debug(self, deployment: str) -> dict[str, Any] | None:
+        matches = [t for t in self.fleet.targets if t.deployment == deployment
+                   or f"{t.resource}/{t.deployment}" == deployment]
+        if not matches:
+            return None
+        t = matches[0]
+        res = next(r for r in self.cfg.resources if r.name == t.resource)
+        return {
+            "resource": t.resource, "deployment": t.deployment, "model": t.model,
+            "config": {"endpoint": res.messages_url, "auth": res.auth.mode if res.auth else None,
+                       "api_key_header": res.api_key_header if res.auth and res.auth.api_key else None,
+                       "budget_usd": t.budget_usd, **t.settings.model_dump()},
+            "results": [_result_json(r) for r in self.recent.get(t.key, ())],
+            "failures": [_result_json(r) for r in self.failures.get(t.key, ())],
+        }
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def request_reload(self) -> None:
+        self._reload.set()
+
+    async def run(self, install_signals: bool = True) -> int:
+        loop = asyncio.get_running_loop()
+        if install_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self.request_stop)
+            loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+        srv = self.cfg.server
+        app = build_app(self, debug_endpoints=srv.debug_endpoints, token=srv.bearer_token)
+        port = srv.port if self.opts.port is None else self.opts.port
+        server = build_server(app, self.opts.host or srv.host, port)
+        serve = asyncio.create_task(server.serve(), name="http-server")
+        while not server.started and not serve.done():
+            await asyncio.sleep(0.01)
+        if serve.done():
+            raise MonitorError(f"cannot listen on {server.config.host}:{server.config.port} (address in use, "
+                               "or not allowed); set server.port or --port")
+        self.port = bound_port(server)
+        self._warn_exposure()
+        self.writer.start()
+        self._expect_all()
+        self.scheduler.start()
+        self._running = True
+        event(log, logging.INFO, "started", event="started", deployments=len(self.fleet.targets),
+              port=self.port, location=self.opts.location or None)
+        try:
+            await self._loop()
+        finally:
+            await self._shutdown(server, serve)
+        return 0
+
+    async def _loop(self) -> None:
+        last_snapshot = 0.0
+        clock = asyncio.get_running_loop().time
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wait_any(), TICK_S)
+            if self._reload.is_set():
+                self._reload.clear()
+                await self.reload()
+            for t in self.health.check_silence(self.opts.now()):
+                self._log_transition(t)
+                self._dirty = True
+            if self._dirty and clock() - last_snapshot >= SNAPSHOT_EVERY_S:
+                await self._save_snapshot()
+                last_snapshot = clock()
+
+    async def _wait_any(self) -> None:
+        waits = [asyncio.create_task(self._stop.wait()), asyncio.create_task(self._reload.wait())]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
+
+    async def _save_snapshot(self) -> None:
+        self._dirty = False
+        snap = self.health.snapshot()
+        await asyncio.to_thread(self.store.put_state, "health", snap, self.opts.now())
+
+    async def _shutdown(self, server: Any, serve: asyncio.Task[None]) -> None:
+        self._running = False
+        grace = min(10.0, max((t.settings.timeout for t in self.fleet.targets), default=1.0))
+        await self.scheduler.stop(grace)
+        await self.writer.stop()
+        await self._save_snapshot()
+        self.telemetry.shutdown()
+        await self.fleet.aclose()
+        server.should_exit = True
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(serve, 3.0)
+        event(log, logging.INFO, "stopped", event="stopped", results_written=self.writer.written)
+
+    async def reload(self) -> bool:
+        try:
+            new = config_mod.load(self.opts.config_path)
+        except ConfigError as exc:
+            self.reloads["failed"] += 1
+            self.last_reload_ok, self.last_reload_error = False, str(exc)
+            event(log, logging.ERROR, "reload failed; the previous config keeps running", event="reload",
+                  ok=False, error=str(exc))
+            return False
+        old_fleet = self.fleet
+        self.cfg, self.fleet = new, build_fleet(new, shard=self.opts.shard)
+        added, removed = self.scheduler.replace(self.fleet)
+        for key in removed:
+            if key not in {t.key for t in self.fleet.targets}:
+                closed = self.health.forget(key, self.opts.now())
+                if closed is not None and closed.ended_at is not None:
+                    self.store.close_incident(key[0], key[1], closed.state.value, closed.ended_at)
+        self._expect_all()
+        self.reloads["ok"] += 1
+        self.last_reload_ok, self.last_reload_error = True, None
+        event(log, logging.INFO, "config reloaded", event="reload", ok=True, added=len(added),
+              removed=len(removed), deployments=len(self.fleet.targets))
+        grace = max((t.settings.timeout for t in old_fleet.targets), default=1.0) + 1.0
+        asyncio.get_running_loop().call_later(grace, lambda: asyncio.ensure_future(old_fleet.aclose()))
+        return True
+
+    def _expect_all(self) -> None:
+        for t in self.fleet.targets:
+            self.health.expect(t.key, self.scheduler.interval_of(t.key) or t.settings.interval,
+                               t.settings.timeout)
+
+    def _warn_exposure(self) -> None:
+        host = self.opts.host or self.cfg.server.host
+        if host not in ("127.0.0.1", "::1", "localhost") and not self.cfg.server.bearer_token:
+            event(log, logging.WARNING, "the HTTP server listens beyond loopback without "
+                  "server.bearer_token; /status and /debug are open to anyone who can reach it",
+                  event="exposure", host=host)
+
+
+def _iso(at: datetime | None) -> str | None:
+    return at.isoformat() if at else None
+
+
+def _result_json(r: CanaryResult) -> dict[str, Any]:
+    t = r.timings
+    return {"started_at": _iso(r.started_at), "kind": r.kind.value, "ok": r.ok, "status": r.status_code,
+            "attempt": r.attempt, "latency_ms": None if t.total_s is None else round(t.total_s * 1000, 1),
+            "ttft_ms": None if t.ttft_s is None else round(t.ttft_s * 1000, 1),
+            "input_tokens": r.usage.input_tokens if r.usage else None,
+            "output_tokens": r.usage.output_tokens if r.usage else None,
+            "request_id": r.request_id, "apim_request_id": r.apim_request_id, "detail": r.detail,
+            "hint": None if r.ok else r.verdict.hint, "location": r.location or None}
