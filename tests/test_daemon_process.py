@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from monitor.emulator.runner import EmulatorServer
 
 from .daemon_helpers import config_text
