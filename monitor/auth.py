@@ -7,6 +7,7 @@ that raises CredentialUnavailable, which the probe turns into its own outcome (n
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
@@ -26,6 +27,9 @@ class AuthProvider(Protocol):
 
     async def headers(self) -> dict[str, str]: ...
 
+    def forget(self) -> None:
+        """Drop a cached credential the service refused (a revoked or expired token)."""
+
     async def close(self) -> None: ...
 
 
@@ -38,6 +42,9 @@ class ApiKeyAuth:
     async def headers(self) -> dict[str, str]:
         return self._headers
 
+    def forget(self) -> None:
+        return None  # a key cannot be refreshed
+
     async def close(self) -> None:
         return None
 
@@ -48,7 +55,7 @@ class ApiKeyAuth:
 class TokenSource(Protocol):
     """What azure-identity's async credentials offer (and what tests can fake at this seam)."""
 
-    def get_token(self, *scopes: str) -> Awaitable[Any]: ...
+    def get_token(self, *scopes: str, claims: str | None = None) -> Awaitable[Any]: ...
 
     def close(self) -> Awaitable[None]: ...
 
@@ -66,6 +73,7 @@ class EntraAuth:
         self._expires_on = 0.0
         self._lock = asyncio.Lock()
         self.last_acquire_s: float | None = None  # duration of the last real acquisition (telemetry)
+        self._bypass_cache = False
 
     async def headers(self) -> dict[str, str]:
         return {"authorization": f"Bearer {await self.token()}"}
@@ -78,7 +86,7 @@ class EntraAuth:
                 return self._token
             start = time.perf_counter()
             try:
-                access = await self._credential.get_token(self._scope)
+                access = await self._credential.get_token(self._scope, claims=self._fresh_claims())
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - any failure to get a token is one outcome
@@ -86,7 +94,17 @@ class EntraAuth:
             finally:
                 self.last_acquire_s = time.perf_counter() - start
             self._token, self._expires_on = str(access.token), float(access.expires_on)
+            self._bypass_cache = False
             return self._token
+
+    def _fresh_claims(self) -> str | None:
+        """After a refusal, a claims challenge: azure-identity then skips its own token cache too."""
+        if not self._bypass_cache:
+            return None
+        return json.dumps({"access_token": {"nbf": {"essential": True, "value": str(int(self._clock()))}}})
+
+    def forget(self) -> None:
+        self._token, self._expires_on, self._bypass_cache = None, 0.0, True
 
     async def close(self) -> None:
         await self._credential.close()

@@ -10,7 +10,7 @@ from . import probe
 from .auth import AuthProvider
 from .classify import classify
 from .config import CheckSettings
-from .results import CanaryResult, Outcome, Verdict
+from .results import CanaryResult, FailureKind, Outcome, Verdict
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +32,10 @@ class Target:
 async def run_canary(target: Target, client: httpx.AsyncClient, auth: AuthProvider,
                      location: str = "") -> CanaryResult:
     outcome = await probe.run(target.request, client, auth)
-    return to_result(target, outcome, classify(outcome), location)
+    verdict = classify(outcome)
+    if verdict.kind is FailureKind.TOKEN_REJECTED:
+        auth.forget()  # the next canary (or the confirm re-check) fetches a fresh token
+    return to_result(target, outcome, verdict, location)
 
 
 def to_result(target: Target, outcome: Outcome, verdict: Verdict, location: str = "") -> CanaryResult:

@@ -33,6 +33,7 @@ log = logging.getLogger("monitor.scheduler")
 
 CERTAIN_AT_ONCE = frozenset({FailureKind.INVALID_API_KEY, FailureKind.PERMISSION_DENIED,
                              FailureKind.DEPLOYMENT_NOT_FOUND, FailureKind.INVALID_MODEL,
+                             FailureKind.ENDPOINT_NOT_FOUND,
                              FailureKind.RATE_LIMITED, FailureKind.CANCELLED})
 BACKOFF_CAP_S = 900.0
 SECONDS_PER_MONTH = 30.4375 * 86400

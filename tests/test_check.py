@@ -190,7 +190,9 @@ async def test_an_expired_entra_token_is_token_rejected_until_a_new_one_is_fetch
         first = await run_canary(target, fleet.clients[target.resource], fleet.auths[target.resource])
         identity.state.expire_tokens()  # the cached token is now past its expiry on the server side
         second = await run_canary(target, fleet.clients[target.resource], fleet.auths[target.resource])
+        third = await run_canary(target, fleet.clients[target.resource], fleet.auths[target.resource])
     finally:
         await fleet.aclose()
     assert first.kind.value == "ok"
     assert second.kind.value == "token_rejected" and "expire" in second.verdict.hint
+    assert third.kind.value == "ok"  # the refused token was dropped and a fresh one fetched
