@@ -224,6 +224,9 @@ def loads(text: str, file: str = "checks.yaml", env: Mapping[str, str] | None = 
     if not isinstance(doc.data, dict):
         raise ConfigError([doc.problem((), "expected a mapping with a `resources` key at the top")])
     data = _drop_empty_env(doc)
+    if "source" in data:  # set by the loader, not a key a user may write (it would be silently replaced)
+        allowed = ", ".join(_allowed_keys(()))
+        raise ConfigError([doc.problem(("source",), f"unknown key; allowed here: {allowed}")])
     try:
         cfg = Config.model_validate({**data, "source": file})
     except ValidationError as exc:
@@ -250,16 +253,35 @@ def _drop_empty_env(doc: Document) -> Any:
 def _problems(doc: Document, exc: ValidationError) -> list[ConfigProblem]:
     out = []
     for err in exc.errors(include_url=False):
-        loc = tuple(
-            p for p in err["loc"] if isinstance(p, int) or not str(p).startswith(("function-", "nullable"))
-        )
-        out.append(doc.problem(loc, _message(err, loc)))
+        loc = _key_path(doc.data, err["loc"])
+        message, got = _message(err, loc), err.get("input")
+        if loc in doc.written and isinstance(got, str):  # show what was written, not an expanded secret
+            written = f'"{doc.written[loc]}"'
+            message = message.replace(f'"{got}"', written).replace(repr(got), written)
+        out.append(doc.problem(loc, message))
     return out
+
+
+_INTERNAL = re.compile(r"(function-(before|after|wrap|plain)|nullable)\[")
+
+
+def _key_path(data: Any, loc: tuple[int | str, ...]) -> KeyPath:
+    """pydantic's error location without its internal steps (``function-after[...]``); a key the user
+    wrote is kept even when it looks like one of them."""
+    out: list[str | int] = []
+    for part in loc:
+        written = (isinstance(data, dict) and part in data) or (
+            isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data))
+        if not written and isinstance(part, str) and _INTERNAL.match(part):
+            continue
+        out.append(part)
+        data = data[part] if written else None
+    return tuple(out)
 
 
 def _message(err: Any, loc: KeyPath) -> str:
     kind, got = err["type"], err.get("input")
-    shown = f'"{got}"' if isinstance(got, str) else repr(got)
+    shown = _shown(got)
     if kind == "extra_forbidden":
         allowed = _allowed_keys(loc[:-1])
         near = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
@@ -286,6 +308,17 @@ def _message(err: Any, loc: KeyPath) -> str:
     if kind == "string_too_short":
         return "must not be empty"
     return f"{err['msg'][0].lower()}{err['msg'][1:]}, got {shown}"
+
+
+def _shown(got: Any) -> str:
+    """The offending value; a whole mapping or list is named, not printed (it may hold an expanded secret)."""
+    if isinstance(got, str):
+        return f'"{got}"'
+    if isinstance(got, dict):
+        return "a mapping"
+    if isinstance(got, list):
+        return "a list"
+    return repr(got)
 
 
 def _allowed_keys(loc: KeyPath) -> list[str]:
@@ -316,6 +349,7 @@ _RESOURCE_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?")
 def _rules(cfg: Config, doc: Document) -> Iterator[ConfigProblem]:
     """Checks that span several keys; each problem points at the key to change."""
     seen_resources: dict[str, int] = {}
+    said: set[KeyPath] = set()  # a bad `defaults` pair is reported once, not once per deployment
     for i, res in enumerate(cfg.resources):
         at: KeyPath = ("resources", i)
         if res.name in seen_resources:
@@ -341,9 +375,22 @@ def _rules(cfg: Config, doc: Document) -> Iterator[ConfigProblem]:
             seen.setdefault(dep.name, j)
             s = dep.settings(cfg.defaults)
             if s.interval < s.timeout:
-                where = (*dat, "interval") if dep.interval is not None else ("defaults", "interval")
-                yield doc.problem(where, f"interval ({s.interval:g}s) is shorter than the timeout "
-                                         f"({s.timeout:g}s); a canary could overlap the next one")
+                where = _interval_key(dep, dat, doc)
+                if where not in said:
+                    said.add(where)
+                    yield doc.problem(where, f"interval ({s.interval:g}s) is shorter than the timeout "
+                                             f"({s.timeout:g}s); a canary could overlap the next one")
+
+
+def _interval_key(dep: Deployment, at: KeyPath, doc: Document) -> KeyPath:
+    """The key to change when interval < timeout: the one written closest to the deployment."""
+    if dep.interval is not None:
+        return (*at, "interval")
+    if dep.timeout is not None:
+        return (*at, "timeout")
+    if ("defaults", "timeout") in doc.lines and ("defaults", "interval") not in doc.lines:
+        return ("defaults", "timeout")
+    return ("defaults", "interval")
 
 
 def _endpoint_rules(res: Resource, doc: Document, at: KeyPath) -> Iterator[ConfigProblem]:

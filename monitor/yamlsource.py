@@ -20,6 +20,7 @@ Path = tuple[str | int, ...]
 
 _VAR = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _MAX_NODES = 100_000
+_MAX_DEPTH = 50  # a config is a few levels deep; PyYAML itself recurses (and fails) near 250
 
 
 def path_str(path: Path) -> str:
@@ -37,6 +38,7 @@ class Document:
     data: Any
     lines: dict[Path, int] = field(default_factory=dict)
     empty_vars: dict[Path, str] = field(default_factory=dict)  # value came from an unset/empty ${VAR:-}
+    written: dict[Path, str] = field(default_factory=dict)  # text before ${VAR} expansion (shown in errors)
 
     def line_of(self, path: Path) -> int | None:
         """The line of ``path``, or of its nearest written ancestor (a missing key is on its parent)."""
@@ -54,12 +56,21 @@ def load_document(text: str, file: str, env: Mapping[str, str] | None = None) ->
     env = os.environ if env is None else env
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except RecursionError:
+        raise ConfigError([ConfigProblem(file, None, "", "invalid YAML: lists or mappings nested too "
+                                                         "deeply")]) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
+        if exc.context_mark is not None and re.search(r"end of stream|<stream end>", exc.problem or ""):
+            mark = exc.context_mark  # an unclosed quote or bracket: the line where it was opened
         line = mark.line + 1 if mark is not None else None
-        what = " ".join(p for p in (exc.context, exc.problem) if p) or "invalid YAML"
+        what = ", ".join(p for p in (exc.context, exc.problem) if p) or "invalid YAML"
         raise ConfigError([ConfigProblem(file, line, "", f"invalid YAML: {what}")]) from None
-    except yaml.YAMLError as exc:  # reader errors (bad bytes) carry no line
+    except yaml.reader.ReaderError as exc:  # a control character: no mark, but a position in the text
+        line = text.count("\n", 0, exc.position) + 1
+        what = f"unacceptable character #x{exc.character:04x}: {exc.reason}"
+        raise ConfigError([ConfigProblem(file, line, "", f"invalid YAML: {what}")]) from None
+    except yaml.YAMLError as exc:  # any other error without a mark
         raise ConfigError([ConfigProblem(file, None, "", f"invalid YAML: {exc}")]) from None
     doc = Document(file, {})
     if root is None:
@@ -78,17 +89,27 @@ class _Builder:
         self.problems: list[ConfigProblem] = []
         self.count = 0
         self.constructor = yaml.SafeLoader("")
+        self.open: set[int] = set()  # ids of the collection nodes being built (to spot `&a [*a]`)
 
     def build(self, node: yaml.Node, path: Path) -> Any:
         self.count += 1
         if self.count > _MAX_NODES:
             raise ConfigError([self.doc.problem(path, f"the document has more than {_MAX_NODES} values")])
         self.doc.lines.setdefault(path, node.start_mark.line + 1)
-        if isinstance(node, yaml.MappingNode):
-            return self._mapping(node, path)
-        if isinstance(node, yaml.SequenceNode):
+        if id(node) in self.open:
+            raise ConfigError([self.doc.problem(path, "an alias (*name) refers to a list or mapping that "
+                                                      "contains it")])
+        if len(path) > _MAX_DEPTH:
+            raise ConfigError([self.doc.problem(path, f"nested more than {_MAX_DEPTH} levels deep")])
+        if not isinstance(node, yaml.MappingNode | yaml.SequenceNode):
+            return self._scalar(node, path)
+        self.open.add(id(node))
+        try:
+            if isinstance(node, yaml.MappingNode):
+                return self._mapping(node, path)
             return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
-        return self._scalar(node, path)
+        finally:
+            self.open.discard(id(node))
 
     def _mapping(self, node: yaml.MappingNode, path: Path) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -144,7 +165,10 @@ class _Builder:
                 return default
             return value
 
-        return _VAR.sub(sub, text)
+        expanded = _VAR.sub(sub, text)
+        if expanded != text:
+            self.doc.written[path] = text
+        return expanded
 
     def _read_secret_file(self, file_path: str, name: str, path: Path) -> str | None:
         try:
