@@ -15,6 +15,7 @@ from .canary import Target
 from .config import Config, Resource
 from .errors import MonitorError
 
+KEEPALIVE_S = 60.0
 POOL_PER_RESOURCE = 64
 
 
@@ -96,7 +97,10 @@ def build_auth(res: Resource) -> AuthProvider:
 def build_client(max_timeout: float) -> httpx.AsyncClient:
     return httpx.AsyncClient(
         timeout=probe.client_timeout(max_timeout),
-        limits=httpx.Limits(max_connections=POOL_PER_RESOURCE, max_keepalive_connections=POOL_PER_RESOURCE),
+        # keep idle connections a minute (httpx's default is 5 s): with intervals of a few seconds or more,
+        # every canary would otherwise pay a new TCP + TLS handshake and report it as Foundry's latency
+        limits=httpx.Limits(max_connections=POOL_PER_RESOURCE, max_keepalive_connections=POOL_PER_RESOURCE,
+                            keepalive_expiry=KEEPALIVE_S),
         follow_redirects=False,
     )
 

@@ -115,12 +115,26 @@ async def run(req: Request, client: httpx.AsyncClient, auth: AuthProvider,
     return _outcome(req, auth, started_at, f)
 
 
+_WIRE_START = frozenset({"connection.connect_tcp.started", "connection.connect_unix_socket.started",
+                         "http11.send_request_headers.started", "http2.send_request_headers.started"})
+
+
 async def _exchange(req: Request, client: httpx.AsyncClient, headers: dict[str, str], f: _Facts,
                     clock: Callable[[], float]) -> None:
-    t0 = clock()
+    t_call = clock()
     request = client.build_request("POST", req.url, content=req.body, headers=headers,
                                    timeout=client_timeout(req.timeout))
+    wire: list[float] = []
+
+    async def trace(event: str, info: dict[str, Any]) -> None:
+        # the clock starts when bytes start moving (connect, or the request head on a pooled connection),
+        # so the client library's own bookkeeping is not reported as the service's latency
+        if not wire and event in _WIRE_START:
+            wire.append(clock())
+
+    request.extensions["trace"] = trace
     response = await client.send(request, stream=True)
+    t0 = wire[0] if wire else t_call
     try:
         f.headers_s = clock() - t0
         f.status_code = response.status_code
@@ -235,8 +249,8 @@ async def _read_stream(response: httpx.Response, f: _Facts, clock: Callable[[], 
                 msg = err.get("message")
                 f.error_message = msg[:500] if isinstance(msg, str) else None
                 return
-        if seen_stop:
-            return
+        # after message_stop keep reading to the end of the body (the last chunk is a few bytes away):
+        # a response closed early takes its connection with it, and the next canary pays a new handshake
     if not seen_start:
         f.malformed = "stream ended before message_start"
     elif not seen_stop:

@@ -17,6 +17,7 @@ from .scenario import Fault, Scenario, load
 from .state import Emulator
 
 START_TIMEOUT_S = 10.0
+KEEP_ALIVE_S = 240  # Azure's front ends keep idle connections about 4 minutes (uvicorn's default: 5 s)
 
 
 class _Server(uvicorn.Server):
@@ -92,7 +93,7 @@ class EmulatorServer:
         self._stopping = asyncio.Event()
         config = uvicorn.Config(build_app(self.state, self._stopping), host=self.host, port=self._port,
                                 log_level="warning", access_log=False, lifespan="off",
-                                timeout_graceful_shutdown=2, ws="none",
+                                timeout_graceful_shutdown=2, ws="none", timeout_keep_alive=KEEP_ALIVE_S,
                                 ssl_certfile=self.tls[0] if self.tls else None,
                                 ssl_keyfile=self.tls[1] if self.tls else None)
         self._server = _Server(config)
