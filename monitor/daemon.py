@@ -11,7 +11,6 @@ import contextlib
 import logging
 import random
 import signal
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -19,11 +18,12 @@ from typing import Any
 
 from . import config as config_mod
 from .app import build_fleet
+from .classify import HINTS
 from .errors import ConfigError, MonitorError
 from .health import Change, HealthTracker, Transition
 from .logs import canary_fields, event
 from .pricing import cost_usd
-from .results import CanaryResult
+from .results import CanaryResult, FailureKind
 from .scheduler import CanaryScheduler
 from .server import bound_port, build_app, build_server
 from .store import ResultWriter, Store, result_row
@@ -74,8 +74,11 @@ class Daemon:
         self.scheduler = CanaryScheduler(self.fleet, self, max_concurrency=opts.max_concurrency,
                                          location=opts.location, now=opts.now,
                                          rng=random.Random(opts.seed))  # noqa: S311 - jitter only
-        self.recent: dict[tuple[str, str], deque[CanaryResult]] = {}
-        self.failures: dict[tuple[str, str], deque[CanaryResult]] = {}
+        # only the latest per deployment stays in memory (history is in the store): memory does not grow
+        # with the number of canaries, only with the number of deployments
+        self.last: dict[tuple[str, str], CanaryResult] = {}
+        self.last_failure: dict[tuple[str, str], CanaryResult] = {}
+        self.counts: dict[tuple[str, str], list[int]] = {}  # [canaries, failures] since start
         self.reloads = {"ok": 0, "failed": 0}
         self.last_reload_ok = True
         self.last_reload_error: str | None = None
@@ -94,9 +97,12 @@ class Daemon:
         event(log, logging.INFO if r.ok else logging.WARNING, "canary", **canary_fields(r))
         self.telemetry.record(r, cost)
         key = (r.resource, r.deployment)
-        self.recent.setdefault(key, deque(maxlen=RECENT)).append(r)
+        self.last[key] = r
+        counts = self.counts.setdefault(key, [0, 0])
+        counts[0] += 1
         if not r.ok:
-            self.failures.setdefault(key, deque(maxlen=RECENT)).append(r)
+            self.last_failure[key] = r
+            counts[1] += 1
 
     def confirmed(self, r: CanaryResult) -> None:
         target = next((t for t in self.fleet.targets if t.key == (r.resource, r.deployment)), None)
@@ -129,7 +135,7 @@ class Daemon:
         return self._running and not self._stop.is_set()
 
     def ready(self) -> bool:
-        return self.alive() and all(t.key in self.recent for t in self.fleet.targets)
+        return self.alive() and all(t.key in self.last for t in self.fleet.targets)
 
     def metrics(self) -> bytes:
         return self.telemetry.metrics()
@@ -139,17 +145,17 @@ class Daemon:
         deployments = []
         for t in self.fleet.targets:
             view = states.get(t.key)
-            last = self.recent.get(t.key)
-            fails = self.failures.get(t.key)
+            last, fail = self.last.get(t.key), self.last_failure.get(t.key)
+            canaries, failures = self.counts.get(t.key, (0, 0))
             deployments.append({
                 "resource": t.resource, "deployment": t.deployment, "model": t.model,
                 "state": view.state.value if view else "unknown",
                 "since": _iso(view.since) if view else None,
                 "interval_s": self.scheduler.interval_of(t.key),
                 "next_run": _iso(self.scheduler.next_run(t.key)),
-                "last_result": _result_json(last[-1]) if last else None,
-                "last_failure": _result_json(fails[-1]) if fails else None,
-                "counts": {"canaries": len(last or ()), "failures_recent": len(fails or ())},
+                "last_result": _result_json(last) if last else None,
+                "last_failure": _result_json(fail) if fail else None,
+                "counts": {"canaries": canaries, "failures": failures},
                 "consecutive_failures": view.consecutive_failures if view else 0,
             })
         return {
@@ -175,9 +181,20 @@ class Daemon:
             "config": {"endpoint": res.messages_url, "auth": res.auth.mode if res.auth else None,
                        "api_key_header": res.api_key_header if res.auth and res.auth.api_key else None,
                        "budget_usd": t.budget_usd, **t.settings.model_dump()},
-            "results": [_result_json(r) for r in self.recent.get(t.key, ())],
-            "failures": [_result_json(r) for r in self.failures.get(t.key, ())],
+            "last_result": _result_json(self.last[t.key]) if t.key in self.last else None,
+            "results": self._history(t.key, failures_only=False),
+            "failures": self._history(t.key, failures_only=True),
         }
+
+    def _history(self, key: tuple[str, str], *, failures_only: bool) -> list[dict[str, Any]]:
+        """The last RECENT stored results (or failures, which go back further) of one deployment."""
+        rows = self.store.query(
+            "SELECT started_at, kind, status, attempt, total_s, ttft_s, input_tokens, output_tokens, "
+            "request_id, apim_request_id, detail, location FROM results "
+            "WHERE resource = ? AND deployment = ? AND (? = 0 OR kind != 'ok') "
+            "ORDER BY started_at DESC LIMIT ?",
+            (key[0], key[1], int(failures_only), RECENT))
+        return [_row_json(row) for row in rows]
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -300,6 +317,22 @@ class Daemon:
 
 def _iso(at: datetime | None) -> str | None:
     return at.isoformat() if at else None
+
+
+_KINDS = frozenset(k.value for k in FailureKind)
+
+
+def _row_json(row: Any) -> dict[str, Any]:
+    kind = FailureKind(row["kind"]) if row["kind"] in _KINDS else None
+    return {"started_at": _iso(datetime.fromtimestamp(row["started_at"], UTC)), "kind": row["kind"],
+            "ok": row["kind"] == "ok", "status": row["status"], "attempt": row["attempt"],
+            "latency_ms": None if row["total_s"] is None else round(row["total_s"] * 1000, 1),
+            "ttft_ms": None if row["ttft_s"] is None else round(row["ttft_s"] * 1000, 1),
+            "input_tokens": row["input_tokens"], "output_tokens": row["output_tokens"],
+            "request_id": row["request_id"], "apim_request_id": row["apim_request_id"],
+            "detail": row["detail"],
+            "hint": HINTS[kind] if kind is not None and kind is not FailureKind.OK else None,
+            "location": row["location"] or None}
 
 
 def _result_json(r: CanaryResult) -> dict[str, Any]:
