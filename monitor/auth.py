@@ -30,6 +30,9 @@ class AuthProvider(Protocol):
     def forget(self) -> None:
         """Drop a cached credential the service refused (a revoked or expired token)."""
 
+    def take_acquisition(self) -> float | None:
+        """Seconds the last real credential acquisition took, once (None: nothing was acquired)."""
+
     async def close(self) -> None: ...
 
 
@@ -44,6 +47,9 @@ class ApiKeyAuth:
 
     def forget(self) -> None:
         return None  # a key cannot be refreshed
+
+    def take_acquisition(self) -> float | None:
+        return None
 
     async def close(self) -> None:
         return None
@@ -72,7 +78,7 @@ class EntraAuth:
         self._token: str | None = None
         self._expires_on = 0.0
         self._lock = asyncio.Lock()
-        self.last_acquire_s: float | None = None  # duration of the last real acquisition (telemetry)
+        self._acquired_s: float | None = None  # duration of the last real acquisition, until taken
         self._bypass_cache = False
 
     async def headers(self) -> dict[str, str]:
@@ -92,7 +98,7 @@ class EntraAuth:
             except Exception as exc:  # noqa: BLE001 - any failure to get a token is one outcome
                 raise CredentialUnavailable(_describe(exc)) from None
             finally:
-                self.last_acquire_s = time.perf_counter() - start
+                self._acquired_s = time.perf_counter() - start
             self._token, self._expires_on = str(access.token), float(access.expires_on)
             self._bypass_cache = False
             return self._token
@@ -105,6 +111,10 @@ class EntraAuth:
 
     def forget(self) -> None:
         self._token, self._expires_on, self._bypass_cache = None, 0.0, True
+
+    def take_acquisition(self) -> float | None:
+        taken, self._acquired_s = self._acquired_s, None
+        return taken
 
     async def close(self) -> None:
         await self._credential.close()

@@ -82,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default=None, help="HTTP server address (default: server.host, 127.0.0.1)")
     p.add_argument("--port", type=int, default=None, help="HTTP server port (default: server.port, 9464)")
     p.add_argument("--max-concurrency", type=int, default=64, metavar="N", help="canaries in flight at most")
+    p.add_argument("--telemetry-debug", action="store_true",
+                   help="also print every span, metric and log record to stderr (console exporter)")
     _log_options(p)
     p = command("health", "exit 0 when a running daemon answers /healthz (the container HEALTHCHECK)",
                 cmd_health)
@@ -235,19 +237,22 @@ def format_results(results: Sequence[CanaryResult]) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from . import logs
-    from .app import parse_shard, store_path
+    from . import logs, telemetry
+    from .app import data_dir, parse_shard, store_path
     from .daemon import Daemon, Options
     from .store import Store
 
     cfg = load_config(args)
     logs.setup(args.log_level or cfg.log_level, args.log_format)
     shard = parse_shard(args.shard) if args.shard else None
+    location = args.location or cfg.telemetry.location or ""
     store = Store.open(store_path(cfg))
-    opts = Options(config_path=args.config or config_mod.default_path(), shard=shard, location=args.location,
-                   host=args.host, port=args.port, max_concurrency=args.max_concurrency)
     try:
-        return asyncio.run(Daemon(cfg, store, opts).run())
+        tel = telemetry.build(cfg, data_dir(cfg), instance_id=store.instance_id(), location=location,
+                              debug=args.telemetry_debug)
+        opts = Options(config_path=args.config or config_mod.default_path(), shard=shard, location=location,
+                       host=args.host, port=args.port, max_concurrency=args.max_concurrency)
+        return asyncio.run(Daemon(cfg, store, opts, telemetry=tel).run())
     finally:
         store.close()
 

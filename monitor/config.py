@@ -134,10 +134,13 @@ class Resource(_Model):
 
 
 class Telemetry(_Model):
-    connection_string: Secret | None = None
+    connection_string: Secret | None = None  # else $APPLICATIONINSIGHTS_CONNECTION_STRING
+    credential: Literal["none", "managed_identity", "default"] = "none"  # Entra auth for ingestion
+    client_id: str | None = None  # user-assigned managed identity for ingestion
     service_name: str = "foundry-monitor"
     location: str | None = None
-    live_metrics: bool = False
+    export_interval: Duration = 60.0
+    offline_storage: bool = True  # <data_dir>/telemetry keeps what an ingestion outage would lose
 
 
 class Store(_Model):

@@ -11,16 +11,16 @@ import contextlib
 import logging
 import random
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from . import config as config_mod
 from .app import build_fleet
 from .classify import HINTS
 from .errors import ConfigError, MonitorError
-from .health import Change, HealthTracker, Transition
+from .health import Change, HealthTracker, Key, State, Transition
 from .logs import canary_fields, event
 from .pricing import cost_usd
 from .results import CanaryResult, FailureKind
@@ -34,19 +34,40 @@ RECENT = 50
 SNAPSHOT_EVERY_S = 15.0
 TICK_S = 1.0
 STOP_BUDGET_S = 15.0
+TELEMETRY_FLUSH_S = 5.0  # part of the stop budget: what is not sent by then stays in offline storage
 
 
-class Telemetry:
-    """The telemetry seam as the daemon sees it (a no-op until telemetry is configured)."""
+class Telemetry(Protocol):
+    """The telemetry seam as the daemon sees it (monitor.telemetry.OtelTelemetry is the real one)."""
+
+    def fleet(self, cfg: config_mod.Config, states: Mapping[Key, State]) -> None: ...
 
     def record(self, result: CanaryResult, cost: float | None) -> None: ...
 
     def transition(self, t: Transition) -> None: ...
 
+    def reloaded(self, ok: bool) -> None: ...
+
+    def metrics(self) -> bytes: ...
+
+    def shutdown(self, timeout_s: float = 10.0) -> None: ...
+
+
+class NullTelemetry:
+    """No telemetry at all (tests of other parts; `/metrics` is then empty)."""
+
+    def fleet(self, cfg: config_mod.Config, states: Mapping[Key, State]) -> None: ...
+
+    def record(self, result: CanaryResult, cost: float | None) -> None: ...
+
+    def transition(self, t: Transition) -> None: ...
+
+    def reloaded(self, ok: bool) -> None: ...
+
     def metrics(self) -> bytes:
         return b""
 
-    def shutdown(self) -> None: ...
+    def shutdown(self, timeout_s: float = 10.0) -> None: ...
 
 
 @dataclass
@@ -67,7 +88,7 @@ class Daemon:
         self.cfg = cfg
         self.opts = opts
         self.store = store
-        self.telemetry = telemetry or Telemetry()
+        self.telemetry: Telemetry = telemetry or NullTelemetry()
         self.writer = ResultWriter(store)
         self.health = HealthTracker.restore(store.get_state("health") or {})
         self.fleet = build_fleet(cfg, shard=opts.shard)
@@ -224,6 +245,7 @@ class Daemon:
         self._warn_exposure()
         self.writer.start()
         self._expect_all()
+        self._tell_telemetry()
         self.scheduler.start()
         self._running = True
         event(log, logging.INFO, "started", event="started", deployments=len(self.fleet.targets),
@@ -269,7 +291,7 @@ class Daemon:
         await self.scheduler.stop(grace)
         await self.writer.stop()
         await self._save_snapshot()
-        self.telemetry.shutdown()
+        await asyncio.to_thread(self.telemetry.shutdown, TELEMETRY_FLUSH_S)
         await self.fleet.aclose()
         server.should_exit = True
         with contextlib.suppress(Exception):
@@ -282,6 +304,7 @@ class Daemon:
         except ConfigError as exc:
             self.reloads["failed"] += 1
             self.last_reload_ok, self.last_reload_error = False, str(exc)
+            self.telemetry.reloaded(False)
             event(log, logging.ERROR, "reload failed; the previous config keeps running", event="reload",
                   ok=False, error=str(exc))
             return False
@@ -294,6 +317,8 @@ class Daemon:
                 if closed is not None and closed.ended_at is not None:
                     self.store.close_incident(key[0], key[1], closed.state.value, closed.ended_at)
         self._expect_all()
+        self._tell_telemetry()
+        self.telemetry.reloaded(True)
         self.reloads["ok"] += 1
         self.last_reload_ok, self.last_reload_error = True, None
         event(log, logging.INFO, "config reloaded", event="reload", ok=True, added=len(added),
@@ -301,6 +326,9 @@ class Daemon:
         grace = max((t.settings.timeout for t in old_fleet.targets), default=1.0) + 1.0
         asyncio.get_running_loop().call_later(grace, lambda: asyncio.ensure_future(old_fleet.aclose()))
         return True
+
+    def _tell_telemetry(self) -> None:
+        self.telemetry.fleet(self.cfg, {key: view.state for key, view in self.health.states().items()})
 
     def _expect_all(self) -> None:
         for t in self.fleet.targets:

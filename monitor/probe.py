@@ -91,14 +91,13 @@ async def run(req: Request, client: httpx.AsyncClient, auth: AuthProvider,
     started_at = datetime.now(UTC)
     f = _Facts()
     try:
-        t_auth = clock()
         try:
             auth_headers = await auth.headers()
         except CredentialUnavailable as exc:
             f.credential_error = str(exc)
             return _outcome(req, auth, started_at, f)
         finally:
-            f.token_s = clock() - t_auth
+            f.token_s = auth.take_acquisition()
         headers = {**BASE_HEADERS, **auth_headers}
         async with asyncio.timeout(req.timeout):
             await _exchange(req, client, headers, f, clock)

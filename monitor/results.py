@@ -63,7 +63,7 @@ class Timings:
     total_s: float | None = None
     headers_s: float | None = None
     ttft_s: float | None = None
-    token_s: float | None = None  # time spent obtaining an Entra token (not part of total)
+    token_s: float | None = None  # an Entra token acquisition made for this canary (not part of total)
 
     @property
     def output_tokens_per_s(self) -> float | None:

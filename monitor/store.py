@@ -11,6 +11,8 @@ import asyncio
 import json
 import sqlite3
 import threading
+import time
+import uuid
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -129,6 +131,14 @@ class Store:
             return json.loads(rows[0]["value"])
         except ValueError:
             return None
+
+    def instance_id(self) -> str:
+        """This daemon's stable identity (telemetry service.instance.id): made once, kept across restarts."""
+        with self._lock:
+            self._conn.execute("INSERT OR IGNORE INTO state (name, value, updated_at) VALUES (?, ?, ?)",
+                               ("instance_id", json.dumps(str(uuid.uuid4())), time.time()))
+        value = self.get_state("instance_id")
+        return value if isinstance(value, str) and value else str(uuid.uuid4())
 
     def open_incident(self, resource: str, deployment: str, kind: str, started_at: datetime,
                       first_kind: str | None, hint: str | None, request_id: str | None,
