@@ -29,3 +29,15 @@ ensure_venv() {
   "$VENV/bin/python" -c 'import monitor.cli' || { echo "install failed" >&2; return 1; }
   echo "$want" > "$stamp"
 }
+
+# Debian packages the tests use (Prometheus and promtool for the scrape test). Installed when missing
+# and this machine can (root + apt-get); otherwise the tests that need them say why they skip.
+ensure_tools() {
+  command -v prometheus >/dev/null 2>&1 && return 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing Debian's prometheus (for the scrape test) ..." >&2
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        prometheus; } >/dev/null 2>&1 || echo "(could not install prometheus; its test will skip)" >&2
+  fi
+  return 0
+}
