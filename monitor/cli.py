@@ -250,6 +250,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         tel = telemetry.build(cfg, data_dir(cfg), instance_id=store.instance_id(), location=location,
                               debug=args.telemetry_debug)
+        tel.capture_logs(logging.getLogger(logs.LOGGER))
         opts = Options(config_path=args.config or config_mod.default_path(), shard=shard, location=location,
                        host=args.host, port=args.port, max_concurrency=args.max_concurrency)
         return asyncio.run(Daemon(cfg, store, opts, telemetry=tel).run())

@@ -17,6 +17,7 @@ from . import logs
 from .daemon import Daemon, Options
 from .emulator.runner import EmulatorServer
 from .store import Store
+from .telemetry import OtelTelemetry
 
 SCENARIO = Path(__file__).with_name("demo_scenario.yaml")
 STYLE = {"healthy": "green", "degraded": "yellow", "throttled": "magenta", "down": "red", "unknown": "dim"}
@@ -67,7 +68,9 @@ def run(duration_s: float, data_dir: Path, port: int, console: Console | None = 
     try:
         with EmulatorServer(scenario=SCENARIO) as emu:
             cfg = demo_config(emu.base_url, emu.api_key, data_dir, port)
-            daemon = Daemon(cfg, store, Options(config_path="", location="demo"))
+            # Prometheus /metrics only: a demo never sends emulator results to a real Application Insights
+            daemon = Daemon(cfg, store, Options(config_path="", location="demo"),
+                            telemetry=OtelTelemetry(instance_id=store.instance_id(), location="demo"))
             console.print(f"[bold]foundry-monitor demo[/]: emulator at {emu.base_url}, "
                           f"{len(daemon.fleet.targets)} deployments, {duration_s:g}s (Ctrl-C stops early)")
             asyncio.run(_run(daemon, duration_s, console))

@@ -124,6 +124,7 @@ class OtelTelemetry:
         self._states: dict[Key, State] = {}
         self._last_reload_ok = 1
         self._lock = threading.Lock()
+        self._bridges: list[tuple[logging.Logger, logging.Handler]] = []
         self._instruments()
 
     # --- instruments -----------------------------------------------------------------------------
@@ -250,12 +251,21 @@ class OtelTelemetry:
             self.logger_provider.shutdown()
             self.meter_provider.shutdown(timeout_millis=timeout_s * 1000)
 
+        for logger, handler in self._bridges:
+            logger.removeHandler(handler)
         worker = threading.Thread(target=close, name="telemetry-shutdown", daemon=True)
         worker.start()
         worker.join(timeout_s)
         if worker.is_alive():
             event(log, logging.WARNING, "telemetry did not flush in time; unsent items stay in offline "
                   "storage when it is on", event="telemetry", timeout_s=timeout_s)
+
+    def capture_logs(self, logger: logging.Logger, level: int = logging.WARNING) -> None:
+        """Send the daemon's own warnings and errors as log records (-> AppTraces); canary and state
+        change lines are left out, they are already spans, availability results and events."""
+        handler = _LogBridge(self, level)
+        logger.addHandler(handler)
+        self._bridges.append((logger, handler))
 
     # --- per canary ------------------------------------------------------------------------------
 
@@ -315,6 +325,34 @@ class OtelTelemetry:
         self.logger.emit(timestamp=_ns(r.started_at), context=context, body=AVAILABILITY_TEST,
                          severity_number=SeverityNumber.INFO if r.ok else SeverityNumber.WARN,
                          attributes=attrs)
+
+
+_SEVERITY = {logging.DEBUG: SeverityNumber.DEBUG, logging.INFO: SeverityNumber.INFO,
+             logging.WARNING: SeverityNumber.WARN, logging.ERROR: SeverityNumber.ERROR,
+             logging.CRITICAL: SeverityNumber.FATAL}
+_EXPORTED_ELSEWHERE = frozenset({"canary", "state_change"})
+
+
+class _LogBridge(logging.Handler):
+    """The daemon's log events as OpenTelemetry log records, their fields flattened to strings."""
+
+    def __init__(self, telemetry: OtelTelemetry, level: int) -> None:
+        super().__init__(level)
+        self.telemetry = telemetry
+
+    def emit(self, record: logging.LogRecord) -> None:
+        fields: dict[str, Any] = getattr(record, "fields", {})
+        if fields.get("event") in _EXPORTED_ELSEWHERE:
+            return
+        attrs = {f"foundry_monitor.{k}": v if isinstance(v, bool | int | float) else str(v)
+                 for k, v in fields.items() if v is not None}
+        attrs["foundry_monitor.logger"] = record.name
+        try:
+            self.telemetry.logger.emit(timestamp=int(record.created * 1e9), body=record.getMessage(),
+                                       severity_number=_SEVERITY.get(record.levelno, SeverityNumber.WARN),
+                                       severity_text=record.levelname, attributes=attrs)
+        except Exception:  # noqa: BLE001 - a telemetry problem must never break logging
+            self.handleError(record)
 
 
 def _entra_attrs(r: CanaryResult) -> dict[str, Any]:

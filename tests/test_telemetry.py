@@ -3,6 +3,7 @@ Prometheus exposition, an ingestion outage with offline storage, Entra auth for 
 
 from __future__ import annotations
 
+import logging
 import re
 from collections import Counter
 from datetime import UTC, datetime
@@ -16,6 +17,7 @@ from monitor import config as config_mod
 from monitor.emulator.runner import EmulatorServer
 from monitor.errors import MonitorError
 from monitor.health import State, Transition
+from monitor.logs import event
 from monitor.results import FailureKind, Usage
 from monitor.telemetry import Exporters, OtelTelemetry, azure_exporters, build
 
@@ -89,6 +91,24 @@ def test_one_canary_of_each_outcome_lands_as_the_four_envelope_types() -> None:
     instances = {e["tags"]["ai.cloud.roleInstance"] for e in cap.envelopes}
     assert roles == {"foundry-monitor"} and instances == {"instance-1"}
     assert all(r["path"].endswith("/v2.1/track") for r in cap.requests)
+
+
+def test_the_daemons_own_warnings_become_traces_but_canary_lines_do_not() -> None:
+    logger = logging.getLogger("monitor.telemetry-test")
+    logger.setLevel(logging.INFO)
+    with capture_server() as cap:
+        tel = telemetry_to(cap)
+        tel.capture_logs(logger)
+        event(logger, logging.ERROR, "reload failed; the previous config keeps running", event="reload",
+              ok=False, error="checks.yaml:3: bad")
+        event(logger, logging.WARNING, "canary", event="canary", deployment="dep", kind="overloaded")
+        event(logger, logging.INFO, "config reloaded", event="reload", ok=True)  # below WARNING
+        tel.shutdown()
+        messages = [base_data(m) for m in cap.of_type("MessageData")]
+    assert [m["message"] for m in messages] == ["reload failed; the previous config keeps running"]
+    assert messages[0]["severityLevel"] == 3
+    assert messages[0]["properties"]["foundry_monitor.error"] == "checks.yaml:3: bad"
+    assert not logger.handlers  # shutdown detached the bridge
 
 
 def test_prometheus_exposition_uses_semconv_names_and_buckets() -> None:
