@@ -39,11 +39,11 @@ class CaptureServer:
                 body = self.rfile.read(int(self.headers.get("content-length") or 0))
                 if self.headers.get("content-encoding") == "gzip":
                     body = gzip.decompress(body)
-                items = _parse(body)
+                items = _parse(body) if self.path.endswith("/track") else []  # OTLP bodies are protobuf
                 status = capture.status
                 with capture._changed:
                     capture.requests.append({"path": self.path, "headers": dict(self.headers),
-                                             "status": status, "items": len(items)})
+                                             "status": status, "items": len(items), "bytes": len(body)})
                     if status == 200 and self.path.endswith("/track"):
                         capture.envelopes.extend(items)
                     capture._changed.notify_all()

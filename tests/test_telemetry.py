@@ -243,3 +243,28 @@ def test_a_bad_connection_string_is_a_clear_error_without_the_key(tmp_path: Path
         build(cfg, tmp_path, instance_id="i")
     assert "telemetry.connection_string" in str(err.value)
     assert SECRET not in str(err.value)
+
+
+def test_otlp_export_follows_the_standard_endpoint_variable(tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    with capture_server() as otlp:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{otlp.port}")
+        monkeypatch.delenv("APPLICATIONINSIGHTS_CONNECTION_STRING", raising=False)
+        tel = build(CFG, tmp_path, instance_id="i")
+        assert tel.exporter_names == ["prometheus", "otlp"]
+        tel.record(result(), None)
+        tel.shutdown()
+        paths = {r["path"] for r in otlp.requests if r["bytes"] > 0}
+    assert {"/v1/traces", "/v1/metrics", "/v1/logs"} <= paths
+
+
+def test_telemetry_debug_prints_spans_and_records_to_stderr(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.delenv("APPLICATIONINSIGHTS_CONNECTION_STRING", raising=False)
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT", raising=False)
+    tel = build(CFG, tmp_path, instance_id="i", debug=True)
+    tel.record(result(request_id="req_console"), None)
+    tel.shutdown()
+    err = capsys.readouterr().err
+    assert tel.exporter_names == ["prometheus", "console"]
+    assert '"name": "chat dep"' in err and "req_console" in err and "gen_ai.client.operation.duration" in err
