@@ -83,3 +83,14 @@ async def test_the_writer_batches_and_flushes_everything_on_stop(store: Store) -
     assert writer.written == 100
     ids = {r[0] for r in store.query("SELECT request_id FROM results")}
     assert ids == {f"req_{i}" for i in range(100)}
+
+
+def test_the_instance_id_is_made_once_and_kept_across_reopening(tmp_path: Path) -> None:
+    first = Store.open(tmp_path / "s.sqlite3")
+    made = first.instance_id()
+    assert made == first.instance_id() and len(made) == 36
+    first.close()
+    again = Store.open(tmp_path / "s.sqlite3")
+    assert again.instance_id() == made
+    again.close()
+    assert Store.open(tmp_path / "other.sqlite3").instance_id() != made
