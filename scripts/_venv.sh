@@ -33,11 +33,25 @@ ensure_venv() {
 # Debian packages the tests use (Prometheus and promtool for the scrape test). Installed when missing
 # and this machine can (root + apt-get); otherwise the tests that need them say why they skip.
 ensure_tools() {
-  command -v prometheus >/dev/null 2>&1 && return 0
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "installing Debian's prometheus (for the scrape test) ..." >&2
-    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-        prometheus; } >/dev/null 2>&1 || echo "(could not install prometheus; its test will skip)" >&2
-  fi
+  ensure_prometheus
+  ensure_node_tools
+  ensure_chromium
   return 0
 }
+
+_APT_UPDATED=0
+apt_install() {  # apt_install PACKAGE... : quietly, once per run, only as root with apt-get
+  [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 || return 1
+  if [ "$_APT_UPDATED" = 0 ]; then apt-get update -qq >/dev/null 2>&1 || return 1; _APT_UPDATED=1; fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null 2>&1
+}
+
+ensure_prometheus() {
+  command -v prometheus >/dev/null 2>&1 && return 0
+  echo "installing Debian's prometheus (for the scrape test) ..." >&2
+  apt_install prometheus || echo "(could not install prometheus; its test will skip)" >&2
+  return 0
+}
+
+source "$ROOT/scripts/_node_tools.sh"  # ensure_node_tools: the Kusto language service for KQL checks
+source "$ROOT/scripts/_chromium.sh"    # ensure_chromium: headless Chromium for the HTML checks

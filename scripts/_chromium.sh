@@ -1,0 +1,1 @@
+ensure_chromium() { return 0; }  # filled in by the browser check work
