@@ -32,6 +32,7 @@ log = logging.getLogger("monitor.daemon")
 
 RECENT = 50
 SNAPSHOT_EVERY_S = 15.0
+PRUNE_EVERY_S = 3600.0
 TICK_S = 1.0
 STOP_BUDGET_S = 15.0
 TELEMETRY_FLUSH_S = 5.0  # part of the stop budget: what is not sent by then stays in offline storage
@@ -148,6 +149,9 @@ class Daemon:
     def _log_transition(self, t: Transition) -> None:
         level = logging.WARNING if t.new.value in ("down", "throttled") else logging.INFO
         event(log, level, f"{t.key[1]}: {t.previous.value} -> {t.new.value}", **t.log_fields())
+        self.store.add_transition(t.key[0], t.key[1], t.at, t.previous.value, t.new.value,
+                                  t.kind.value if t.kind else None, t.hint, t.request_id, t.apim_request_id,
+                                  t.reason)
         self.telemetry.transition(t)
 
     # --- StatusSource ----------------------------------------------------------------------------
@@ -257,9 +261,12 @@ class Daemon:
         return 0
 
     async def _loop(self) -> None:
-        last_snapshot = 0.0
+        last_snapshot = last_prune = 0.0
         clock = asyncio.get_running_loop().time
         while not self._stop.is_set():
+            if clock() - last_prune >= PRUNE_EVERY_S or last_prune == 0.0:
+                last_prune = clock()
+                await self._prune()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wait_any(), TICK_S)
             if self._reload.is_set():
@@ -279,6 +286,18 @@ class Daemon:
         finally:
             for w in waits:
                 w.cancel()
+
+    async def _prune(self) -> None:
+        s = self.cfg.store
+        try:
+            deleted = await asyncio.to_thread(self.store.prune, self.opts.now(), s.raw_retention,
+                                              s.rollup_retention)
+        except Exception as exc:  # noqa: BLE001 - pruning is housekeeping; never stop the daemon for it
+            event(log, logging.WARNING, "store pruning failed; will retry in an hour", event="prune",
+                  error=str(exc))
+            return
+        if any(deleted.values()):
+            event(log, logging.INFO, "old results pruned", event="prune", **deleted)
 
     async def _save_snapshot(self) -> None:
         self._dirty = False

@@ -18,6 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from . import rollup
 from .errors import StoreError
 from .results import CanaryResult
 
@@ -47,12 +48,42 @@ MIGRATIONS: list[str] = [
         UNIQUE (resource, deployment, kind, started_at)
     );
     """,
+    # 2: hourly rollups (reports never scan raw rows) and the state history (time in each state)
+    """
+    CREATE TABLE rollup_hour (
+        hour INTEGER NOT NULL, resource TEXT NOT NULL, deployment TEXT NOT NULL, model TEXT NOT NULL,
+        canaries INTEGER NOT NULL, ok INTEGER NOT NULL, rechecks INTEGER NOT NULL,
+        input_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL, cost_usd REAL NOT NULL,
+        tps_sum REAL NOT NULL, tps_n INTEGER NOT NULL,
+        PRIMARY KEY (hour, resource, deployment)
+    ) WITHOUT ROWID;
+    CREATE TABLE rollup_kind (
+        hour INTEGER NOT NULL, resource TEXT NOT NULL, deployment TEXT NOT NULL, kind TEXT NOT NULL,
+        count INTEGER NOT NULL, request_id TEXT, apim_request_id TEXT, example_at REAL NOT NULL,
+        PRIMARY KEY (hour, resource, deployment, kind)
+    ) WITHOUT ROWID;
+    CREATE TABLE rollup_hist (
+        hour INTEGER NOT NULL, resource TEXT NOT NULL, deployment TEXT NOT NULL, metric TEXT NOT NULL,
+        bucket INTEGER NOT NULL, count INTEGER NOT NULL,
+        PRIMARY KEY (hour, resource, deployment, metric, bucket)
+    ) WITHOUT ROWID;
+    CREATE TABLE transitions (
+        id INTEGER PRIMARY KEY,
+        resource TEXT NOT NULL, deployment TEXT NOT NULL, at REAL NOT NULL,
+        from_state TEXT NOT NULL, to_state TEXT NOT NULL, kind TEXT, hint TEXT,
+        request_id TEXT, apim_request_id TEXT, reason TEXT
+    );
+    CREATE INDEX transitions_by_deployment ON transitions (resource, deployment, at);
+    CREATE INDEX transitions_by_time ON transitions (at);
+    """,
 ]
+ROLLUPS_FROM = 2  # the migration that introduced rollups: older results are rolled up when it runs
 
 _COLUMNS = ("started_at", "resource", "deployment", "model", "location", "attempt", "kind", "status",
             "total_s", "headers_s", "ttft_s", "input_tokens", "output_tokens", "cache_creation_tokens",
             "cache_read_tokens", "cost_usd", "request_id", "apim_request_id", "response_model",
             "stop_reason", "detail", "retry_after")
+_INDEX = {name: i for i, name in enumerate(_COLUMNS)}
 _INSERT = f"INSERT INTO results ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"  # noqa: S608 - constant column names
 
 
@@ -96,19 +127,85 @@ class Store:
             with self._conn:
                 self._conn.execute("BEGIN IMMEDIATE")
                 self._conn.executescript(MIGRATIONS[number].replace("\n    ", "\n"))
+                if number + 1 == ROLLUPS_FROM:
+                    self._backfill_rollups()
                 self._conn.execute(f"PRAGMA user_version = {number + 1}")
 
     def save_results(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Store results and fold them into the hourly rollups, in one transaction."""
         if not rows:
             return
+        hours = rollup.aggregate(rollup.from_row(row, _INDEX) for row in rows)
         with self._lock:
             try:
                 self._conn.execute("BEGIN")
                 self._conn.executemany(_INSERT, rows)
+                self._add_rollups(hours)
                 self._conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 self._conn.execute("ROLLBACK") if self._conn.in_transaction else None
                 raise StoreError(f"cannot write results to {self.path}: {exc}") from None
+
+    def _add_rollups(self, hours: dict[rollup.Key, rollup.Hour]) -> None:
+        c = self._conn
+        c.executemany(
+            "INSERT INTO rollup_hour VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (hour, resource, deployment) DO UPDATE SET model = excluded.model, "
+            "canaries = canaries + excluded.canaries, ok = ok + excluded.ok, "
+            "rechecks = rechecks + excluded.rechecks, input_tokens = input_tokens + excluded.input_tokens, "
+            "output_tokens = output_tokens + excluded.output_tokens, "
+            "cost_usd = cost_usd + excluded.cost_usd, "
+            "tps_sum = tps_sum + excluded.tps_sum, tps_n = tps_n + excluded.tps_n",
+            [(*k, h.model, h.canaries, h.ok, h.rechecks, h.input_tokens, h.output_tokens, h.cost_usd,
+              h.tps_sum, h.tps_n) for k, h in hours.items()])
+        c.executemany(
+            "INSERT INTO rollup_kind VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (hour, resource, deployment, kind) DO UPDATE SET count = count + excluded.count, "
+            "request_id = iif(excluded.example_at >= example_at AND excluded.request_id IS NOT NULL, "
+            "excluded.request_id, request_id), "
+            "apim_request_id = iif(excluded.example_at >= example_at AND excluded.request_id IS NOT NULL, "
+            "excluded.apim_request_id, apim_request_id), "
+            "example_at = max(example_at, excluded.example_at)",
+            [(*k, kind, e[0], e[1], e[2], e[3]) for k, h in hours.items() for kind, e in h.kinds.items()])
+        c.executemany(
+            "INSERT INTO rollup_hist VALUES (?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (hour, resource, deployment, metric, bucket) "
+            "DO UPDATE SET count = count + excluded.count",
+            [(*k, metric, b, n) for k, h in hours.items()
+             for metric, hist in (("latency", h.latency), ("ttft", h.ttft)) for b, n in hist.items()])
+
+    def _backfill_rollups(self) -> None:
+        cur = self._conn.execute(f"SELECT {', '.join(_COLUMNS)} FROM results ORDER BY id")  # noqa: S608
+        while batch := cur.fetchmany(10_000):
+            self._add_rollups(rollup.aggregate(rollup.from_row(row, _INDEX) for row in batch))
+
+    def add_transition(self, resource: str, deployment: str, at: datetime, from_state: str, to_state: str,
+                       kind: str | None, hint: str | None, request_id: str | None,
+                       apim_request_id: str | None, reason: str | None) -> None:
+        with self._lock:
+            self._conn.execute(
+                "INSERT INTO transitions (resource, deployment, at, from_state, to_state, kind, hint, "
+                "request_id, apim_request_id, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (resource, deployment, at.timestamp(), from_state, to_state, kind, hint, request_id,
+                 apim_request_id, reason))
+
+    def prune(self, now: datetime, raw_retention_s: float, rollup_retention_s: float) -> dict[str, int]:
+        """Drop raw results older than raw_retention_s, rollups and history older than rollup_retention_s."""
+        raw_before = now.timestamp() - raw_retention_s
+        rollup_before = now.timestamp() - rollup_retention_s
+        hour_before = int(rollup_before // rollup.HOUR_S)
+        deleted: dict[str, int] = {}
+        with self._lock:
+            for table, column, limit in (("results", "started_at", raw_before),
+                                         ("rollup_hour", "hour", hour_before),
+                                         ("rollup_kind", "hour", hour_before),
+                                         ("rollup_hist", "hour", hour_before),
+                                         ("transitions", "at", rollup_before)):
+                cur = self._conn.execute(f"DELETE FROM {table} WHERE {column} < ?", (limit,))  # noqa: S608
+                deleted[table] = cur.rowcount
+            self._conn.execute(
+                "DELETE FROM incidents WHERE ended_at IS NOT NULL AND ended_at < ?", (rollup_before,))
+        return deleted
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         with self._lock:

@@ -1,0 +1,64 @@
+"""The report source on the embedded store: reads the hourly rollups and the state history only.
+
+Local days are made of whole UTC hours (an hour belongs to the day its start falls in), which is exact
+for every time zone whose offset is a whole number of hours.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from monitor.rollup import HOUR_S
+from monitor.store import Store
+
+from .source import HistRow, HourRow, KindRow, Period, SourceData, TransitionRow
+
+
+class LocalSource:
+    name = "local"
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def fetch(self, period: Period) -> SourceData:
+        first, last = _hour(period.start.timestamp()), _hour(period.end.timestamp())
+        day_case, day_params = _day_case(period)
+        hours = [HourRow(*row) for row in self.store.query(
+            "SELECT hour, resource, deployment, model, canaries, ok, rechecks, input_tokens, output_tokens, "
+            "cost_usd, tps_sum, tps_n FROM rollup_hour WHERE hour >= ? AND hour < ? "
+            "ORDER BY resource, deployment, hour", (first, last))]
+        # the latest example that carried an id, per day and kind; counts summed over the day
+        kinds_sql = (
+            "SELECT day, resource, deployment, kind, total, request_id, apim_request_id, "
+            "iif(has_id, example_at, 0.0) FROM (SELECT *, sum(count) OVER w AS total, row_number() OVER "
+            "(PARTITION BY day, resource, deployment, kind ORDER BY has_id DESC, example_at DESC) AS rn "
+            f"FROM (SELECT {day_case} AS day, resource, deployment, kind, count, request_id, "
+            "apim_request_id, example_at, (request_id IS NOT NULL OR apim_request_id IS NOT NULL) AS has_id "
+            "FROM rollup_kind WHERE hour >= ? AND hour < ?) "
+            "WINDOW w AS (PARTITION BY day, resource, deployment, kind)) WHERE rn = 1")
+        kinds = [KindRow(*row) for row in self.store.query(kinds_sql, (*day_params, first, last))]
+        hists_sql = (
+            f"SELECT {day_case} AS day, resource, deployment, metric, bucket, sum(count) FROM rollup_hist "
+            "WHERE hour >= ? AND hour < ? GROUP BY day, resource, deployment, metric, bucket")
+        hists = [HistRow(*row) for row in self.store.query(hists_sql, (*day_params, first, last))]
+        start, end = period.start.timestamp(), period.end.timestamp()
+        columns = "resource, deployment, at, from_state, to_state, kind, hint, request_id, apim_request_id"
+        transitions = [TransitionRow(*row) for row in self.store.query(
+            f"SELECT {columns} FROM transitions WHERE at >= ? AND at < ? "
+            f"UNION ALL SELECT {columns} FROM (SELECT {columns}, max(at) FROM transitions "
+            "WHERE at < ? GROUP BY resource, deployment) ORDER BY at", (start, end, start))]
+        return SourceData(hours=hours, kinds=kinds, hists=hists, transitions=transitions, usage=None)
+
+
+def _hour(ts: float) -> int:
+    return int(ts // HOUR_S)
+
+
+def _day_case(period: Period) -> tuple[str, list[Any]]:
+    """A SQL CASE mapping an epoch hour to its local date, and its parameters."""
+    whens: list[str] = []
+    params: list[Any] = []
+    for date, start in reversed(period.days):
+        whens.append("WHEN hour >= ? THEN ?")
+        params += [_hour(start.timestamp()), date]
+    return f"CASE {' '.join(whens)} ELSE NULL END", params

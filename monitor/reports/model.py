@@ -1,0 +1,129 @@
+"""The Report: what owners ask every week, for one period, per deployment and overall.
+
+Every figure that could not be measured is None ("no data"), never zero. Times are ISO 8601 with the
+report's time zone offset; durations in milliseconds; money in USD (estimated from the pricing table).
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+
+
+class _M(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class Percentiles(_M):
+    p50: float | None = None
+    p95: float | None = None
+    p99: float | None = None
+
+
+class FailureKindCount(_M):
+    kind: str
+    count: int
+    hint: str
+    request_id: str | None = None  # the latest example that carried ids
+    apim_request_id: str | None = None
+
+
+class IncidentRow(_M):
+    resource: str
+    deployment: str
+    state: str  # down | throttled
+    started_at: str
+    ended_at: str | None  # None: still open at the end of the period
+    duration_s: float
+    kind: str | None
+    hint: str | None
+    request_id: str | None
+    apim_request_id: str | None
+
+
+class Day(_M):
+    date: str
+    canaries: int
+    ok: int
+    availability_pct: float | None
+    latency_ms: Percentiles
+    ttft_ms: Percentiles
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+
+
+class Change(_M):
+    """This period against the previous one of the same length (None where either has no data)."""
+
+    availability_pct: float | None = None  # percentage points
+    latency_p95_ms: float | None = None
+    ttft_p95_ms: float | None = None
+    cost_usd: float | None = None
+    output_tokens: int | None = None
+
+
+class DeploymentReport(_M):
+    resource: str
+    deployment: str
+    model: str
+    canaries: int
+    ok: int
+    rechecks: int
+    availability_pct: float | None
+    slo_met: bool | None
+    state_pct: dict[str, float]  # share of the period in each state; unknown included, never counted as up
+    latency_ms: Percentiles
+    ttft_ms: Percentiles
+    output_tokens_per_s: float | None
+    failures: list[FailureKindCount]
+    incidents: list[IncidentRow]
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+    days: list[Day]
+    change: Change
+
+
+class Totals(_M):
+    deployments: int
+    canaries: int
+    ok: int
+    availability_pct: float | None
+    slo_met: int  # deployments that met the SLO
+    slo_judged: int  # deployments with data to judge
+    latency_ms: Percentiles
+    ttft_ms: Percentiles
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+    failures: list[FailureKindCount]
+    days: list[Day]
+    change: Change
+
+
+class RealUsage(_M):
+    """A Foundry resource's real traffic from its platform metrics, beside what the canaries spent."""
+
+    resource: str  # the config's resource name
+    azure_resource: str
+    requests: float | None
+    input_tokens: float | None
+    output_tokens: float | None
+    estimated_cost_usd: float | None  # None when the resource's deployments differ in price
+    canary_share_pct: float | None  # the monitor's own share of the requests
+
+
+class Report(_M):
+    title: str
+    source: str
+    generated_at: str
+    timezone: str
+    start: str
+    end: str
+    days: int
+    slo_target_pct: float
+    overall: Totals
+    deployments: list[DeploymentReport]
+    incidents: list[IncidentRow]
+    real_usage: list[RealUsage] | None  # None: not available from this source
+    notes: list[str]
