@@ -210,7 +210,7 @@ class OtelTelemetry:
             self.token_duration.record(t.token_s, entra)
         canary_id = uuid.uuid4().hex
         span_context = self._span(r, attrs, canary_id)
-        self._availability(r, canary_id, span_context)
+        self._availability(r, cost, canary_id, span_context)
 
     def transition(self, t: Transition) -> None:
         with self._lock:
@@ -306,7 +306,7 @@ class OtelTelemetry:
         span.end(end_time=end)
         return set_span_in_context(span)
 
-    def _availability(self, r: CanaryResult, canary_id: str, context: Any) -> None:
+    def _availability(self, r: CanaryResult, cost: float | None, canary_id: str, context: Any) -> None:
         attrs: dict[str, Any] = {
             "microsoft.availability.id": canary_id,
             "microsoft.availability.name": f"{r.resource}/{r.deployment}",
@@ -316,11 +316,16 @@ class OtelTelemetry:
             "microsoft.availability.message": "ok" if r.ok else f"{r.kind.value}: {r.verdict.hint}",
             "foundry_monitor.kind": r.kind.value, "foundry_monitor.attempt": r.attempt,
             "foundry_monitor.resource": r.resource, "gen_ai.request.model": r.deployment,
+            "foundry_monitor.model": r.model,
         }
+        # everything a report needs, per canary (the Log Analytics report source reads these)
         optional = {"foundry_monitor.request_id": r.request_id,
                     "foundry_monitor.apim_request_id": r.apim_request_id,
                     "foundry_monitor.status_code": r.status_code,
-                    "foundry_monitor.ttft_s": r.timings.ttft_s}
+                    "foundry_monitor.total_s": r.timings.total_s, "foundry_monitor.ttft_s": r.timings.ttft_s,
+                    "gen_ai.usage.input_tokens": r.usage.input_tokens if r.usage else None,
+                    "gen_ai.usage.output_tokens": r.usage.output_tokens if r.usage else None,
+                    "foundry_monitor.cost_usd": cost}
         attrs.update({k: v for k, v in optional.items() if v is not None})
         self.logger.emit(timestamp=_ns(r.started_at), context=context, body=AVAILABILITY_TEST,
                          severity_number=SeverityNumber.INFO if r.ok else SeverityNumber.WARN,

@@ -354,7 +354,7 @@ class _Browser:
                 return result
 
     def _lifecycle(self, message: dict[str, Any] | None, name: str, loader: str | None) -> bool:
-        """Whether ``message`` is lifecycle event ``name`` of the page's main frame for navigation ``loader``."""
+        """Whether ``message`` is lifecycle event ``name`` of navigation ``loader`` (the main frame)."""
         if message is None or message.get("method") != "Page.lifecycleEvent":
             return False
         params = message.get("params", {})

@@ -1,0 +1,222 @@
+"""Report renderers: text (terminal), markdown, html (self-contained, inline SVG charts), json, csv."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from jinja2 import Environment, PackageLoader, select_autoescape
+
+from . import charts
+from .model import DeploymentReport, Percentiles, Report
+
+FORMATS = ("text", "markdown", "html", "json", "csv")
+TEXT_INCIDENTS = 15  # the terminal shows the latest ones; every other format lists them all
+
+
+def render(report: Report, fmt: str) -> str:
+    renderers: dict[str, Callable[[Report], str]] = {
+        "text": text, "markdown": markdown, "html": html, "csv": csv_text,
+        "json": lambda r: r.model_dump_json(indent=2) + "\n"}
+    return renderers[fmt](report)
+
+
+# --- shared cell formatting --------------------------------------------------------------------------
+
+
+def pct(v: float | None) -> str:
+    return "no data" if v is None else f"{v:.3f}%".replace(".000%", "%")
+
+
+def ms(v: float | None) -> str:
+    return "-" if v is None else f"{v:.0f} ms"
+
+
+def usd(v: float | None) -> str:
+    return "-" if v is None else f"${v:,.4f}" if abs(v) < 1 else f"${v:,.2f}"
+
+
+def num(v: float | None) -> str:
+    return "-" if v is None else f"{v:,.0f}"
+
+
+def signed(v: float | None, fmt: Callable[[float], str]) -> str:
+    return "" if v is None or v == 0 else ("+" if v > 0 else "−") + fmt(abs(v))
+
+
+def p3(p: Percentiles) -> str:
+    return " / ".join(ms(v).replace(" ms", "") for v in (p.p50, p.p95, p.p99)) + " ms" \
+        if p.p50 is not None else "-"
+
+
+def slo(d: DeploymentReport) -> str:
+    return "no data" if d.slo_met is None else ("met" if d.slo_met else "MISSED")
+
+
+def summary_rows(report: Report) -> list[list[str]]:
+    rows = [["resource", "deployment", "availability", "SLO", "unknown time", "latency p50/p95/p99",
+             "TTFT p50/p95/p99", "out tok/s", "failures", "incidents", "tokens in/out", "cost",
+             "vs previous"]]
+    for d in report.deployments:
+        rows.append([d.resource, d.deployment, pct(d.availability_pct), slo(d), pct(d.state_pct["unknown"]),
+                     p3(d.latency_ms), p3(d.ttft_ms), num(d.output_tokens_per_s),
+                     str(sum(f.count for f in d.failures)), str(len(d.incidents)),
+                     f"{num(d.input_tokens)}/{num(d.output_tokens)}", usd(d.cost_usd), _change(d)])
+    o = report.overall
+    rows.append(["all", f"{o.deployments} deployments", pct(o.availability_pct),
+                 f"{o.slo_met}/{o.slo_judged} met", "", p3(o.latency_ms), p3(o.ttft_ms), "",
+                 str(sum(f.count for f in o.failures)), str(len(report.incidents)),
+                 f"{num(o.input_tokens)}/{num(o.output_tokens)}", usd(o.cost_usd), ""])
+    return rows
+
+
+def _change(d: DeploymentReport) -> str:
+    c = d.change
+    parts = [signed(c.availability_pct, lambda v: f"{v:.3f} pt"),
+             signed(c.latency_p95_ms, lambda v: f"{v:.0f} ms p95")]
+    return ", ".join(p for p in parts if p) or "-"
+
+
+# --- text ------------------------------------------------------------------------------------------------
+
+
+def _table(rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def text(report: Report) -> str:
+    out = [report.title, f"{report.start} → {report.end} ({report.timezone}), source: {report.source}, "
+           f"SLO target {report.slo_target_pct}%", "", _table(summary_rows(report)), ""]
+    if report.overall.failures:
+        out.append("Failures by kind (what to do, and the ids support asks for):")
+        for f in report.overall.failures:
+            out.append(f"  {f.kind} × {f.count}: {f.hint}")
+            if f.request_id or f.apim_request_id:
+                out.append(f"      e.g. request-id {f.request_id or '-'}  "
+                           f"apim-request-id {f.apim_request_id or '-'}")
+        out.append("")
+    if report.incidents:
+        shown = report.incidents[-TEXT_INCIDENTS:]
+        more = len(report.incidents) - len(shown)
+        latest = f", the latest {len(shown)} shown" if more else ""
+        out.append(f"Incidents ({len(report.incidents)}{latest}):")
+        for i in shown:
+            out.append(f"  {i.resource}/{i.deployment} {i.state} from {i.started_at} to "
+                       f"{i.ended_at or 'still open'} ({i.duration_s / 60:.0f} min, {i.kind or '-'})")
+        out.append("")
+    out += _usage_lines(report) + [f"Note: {n}" for n in report.notes]
+    return "\n".join(out) + "\n"
+
+
+def _usage_lines(report: Report) -> list[str]:
+    if report.real_usage is None:
+        return []
+    lines = ["Real usage (all traffic, from the resources' platform metrics):"]
+    for u in report.real_usage:
+        if u.requests is None:
+            lines.append(f"  {u.resource}: no platform metrics in the workspace for "
+                         f"{u.azure_resource or '?'}")
+            continue
+        lines.append(f"  {u.resource}: {num(u.requests)} requests, {num(u.input_tokens)} input and "
+                     f"{num(u.output_tokens)} output tokens, est. {usd(u.estimated_cost_usd)}; canaries "
+                     f"{pct(u.canary_share_pct)} of requests")
+    return [*lines, ""]
+
+
+# --- markdown --------------------------------------------------------------------------------------------
+
+
+def _md_table(rows: Sequence[Sequence[str]]) -> str:
+    def esc(c: str) -> str:
+        return c.replace("|", "\\|")
+
+    lines = ["| " + " | ".join(esc(c) for c in rows[0]) + " |", "|" + "---|" * len(rows[0])]
+    lines += ["| " + " | ".join(esc(c) for c in r) + " |" for r in rows[1:]]
+    return "\n".join(lines)
+
+
+def markdown(report: Report) -> str:
+    out = [f"# {report.title}", "", f"{report.start} → {report.end} ({report.timezone}) · source "
+           f"`{report.source}` · SLO target {report.slo_target_pct}%", "", "## Deployments", "",
+           _md_table(summary_rows(report)), ""]
+    if report.overall.failures:
+        rows = [["kind", "count", "what to do", "example request-id", "apim-request-id"]]
+        rows += [[f.kind, str(f.count), f.hint, f.request_id or "", f.apim_request_id or ""]
+                 for f in report.overall.failures]
+        out += ["## Failures by kind", "", _md_table(rows), ""]
+    if report.incidents:
+        rows = [["deployment", "state", "from", "to", "minutes", "kind", "request-id"]]
+        rows += [[f"{i.resource}/{i.deployment}", i.state, i.started_at, i.ended_at or "still open",
+                  f"{i.duration_s / 60:.0f}", i.kind or "", i.request_id or ""] for i in report.incidents]
+        out += ["## Incidents", "", _md_table(rows), ""]
+    usage = _usage_lines(report)
+    if usage:
+        out += ["## Real usage", "", *[u.strip() and f"- {u.strip()}" for u in usage[1:]]]
+    out += [f"> {n}" for n in report.notes]
+    return "\n".join(out) + "\n"
+
+
+# --- csv -------------------------------------------------------------------------------------------------
+
+
+CSV_COLUMNS = ("date", "resource", "deployment", "canaries", "ok", "availability_pct", "latency_p50_ms",
+               "latency_p95_ms", "latency_p99_ms", "ttft_p50_ms", "ttft_p95_ms", "ttft_p99_ms",
+               "input_tokens", "output_tokens", "cost_usd")
+
+
+def csv_text(report: Report) -> str:
+    """One row per deployment and day, then one per day for all deployments (resource `*`)."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(CSV_COLUMNS)
+    groups = [(d.resource, d.deployment, d.days) for d in report.deployments]
+    groups.append(("*", "*", report.overall.days))
+    for resource, deployment, days in groups:
+        for day in days:
+            w.writerow([day.date, resource, deployment, day.canaries, day.ok, _blank(day.availability_pct),
+                        *(_blank(v) for v in (day.latency_ms.p50, day.latency_ms.p95, day.latency_ms.p99,
+                                              day.ttft_ms.p50, day.ttft_ms.p95, day.ttft_ms.p99)),
+                        day.input_tokens, day.output_tokens, day.cost_usd])
+    return buf.getvalue()
+
+
+def _blank(v: float | None) -> Any:
+    return "" if v is None else v
+
+
+# --- html ------------------------------------------------------------------------------------------------
+
+_ENV = Environment(loader=PackageLoader("monitor.reports", "templates"), autoescape=select_autoescape(),
+                   trim_blocks=True, lstrip_blocks=True)
+_ENV.filters.update(pct=pct, ms=ms, usd=usd, num=num, p3=p3)
+
+
+def report_charts(report: Report) -> dict[str, str]:
+    labels = [d.date for d in report.overall.days]
+    deps = report.deployments
+
+    def per(metric: Callable[[Any], float | None]) -> list[charts.Series]:
+        return [charts.Series(f"{d.resource}/{d.deployment}", [metric(day) for day in d.days]) for d in deps]
+
+    return {
+        "availability": charts.line_chart("Availability per day (%)", labels,
+                                          per(lambda day: day.availability_pct), unit="%", ceiling=100.0),
+        "latency": charts.line_chart("Latency p95 per day", labels, per(lambda day: day.latency_ms.p95),
+                                     unit=" ms", floor=0.0),
+        "ttft": charts.line_chart("Time to first token p95 per day", labels, per(lambda day: day.ttft_ms.p95),
+                                  unit=" ms", floor=0.0),
+        "tokens": charts.bar_chart("Canary tokens per day (input + output)", labels,
+                                   [day.input_tokens + day.output_tokens for day in report.overall.days]),
+        "cost": charts.bar_chart("Canary cost per day (USD)", labels,
+                                 [day.cost_usd for day in report.overall.days], color=charts.PALETTE[2]),
+    }
+
+
+def html(report: Report) -> str:
+    return _ENV.get_template("report.html.j2").render(r=report, charts=report_charts(report),
+                                                      rows=summary_rows(report), slo=slo)
