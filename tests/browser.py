@@ -16,7 +16,9 @@ NUL-terminated JSON commands from fd 3 and writes replies and events to fd 4. Th
   ``Runtime.consoleAPICalled`` (``console.error``), ``Runtime.exceptionThrown`` (uncaught exceptions and
   unhandled promise rejections) and ``Log.entryAdded`` (what Chromium itself puts on the console, e.g.
   "Failed to load resource: ... 404" or a CSP violation); ``Page.loadEventFired`` says when the page
-  has loaded, and ``Page.captureScreenshot`` can take the full page;
+  has loaded, the ``Network`` events tell which of its requests are still in flight (a status page that
+  fetches its data after load is waited for, up to SETTLE_MAX), and ``Page.captureScreenshot`` can
+  take the full page;
 * parsing ``--enable-logging=stderr`` output was not: it mixes in the browser's own noise (dbus, GPU),
   its format is not an interface, a message can span lines, and it says nothing about the load event.
 
@@ -74,7 +76,7 @@ _FLAGS = (
     "--remote-debugging-pipe",
 )
 
-SETTLE_QUIET = 0.3  # after load: the page counts as settled once no event came for this long ...
+SETTLE_QUIET = 0.3  # after load: settled once no request is in flight and no event came for this long ...
 SETTLE_MAX = 2.0  # ... or after this long at most
 CLOSE_GRACE = 3.0  # seconds for Browser.close before the process group is killed
 MAX_SCREENSHOT_HEIGHT = 8000  # a full-page screenshot stops here (CSS pixels)
@@ -353,33 +355,41 @@ class _Browser:
                 result: dict[str, Any] = message.get("result", {})
                 return result
 
-    def _lifecycle(self, message: dict[str, Any] | None, name: str, loader: str | None) -> bool:
-        """Whether ``message`` is lifecycle event ``name`` of navigation ``loader`` (the main frame)."""
-        if message is None or message.get("method") != "Page.lifecycleEvent":
-            return False
-        params = message.get("params", {})
-        return bool(params.get("name") == name and params.get("loaderId") == loader)
-
     def _loaded(self, loader: str | None) -> bool:
-        if loader is None:  # no new document (cannot happen for a page URL): the plain load event
-            return any(e["method"] == "Page.loadEventFired" for e in self.events)
-        return any(self._lifecycle(e, "load", loader) for e in self.events)
+        """Whether the load event of navigation ``loader`` came: the first after the main frame committed
+        to that navigation, so a late load event of about:blank cannot pass for the page's."""
+        committed = loader is None
+        for event in self.events:
+            if event["method"] == "Page.frameNavigated":
+                frame = event.get("params", {}).get("frame", {})
+                committed = committed or (frame.get("loaderId") == loader and not frame.get("parentId"))
+            elif event["method"] == "Page.loadEventFired" and committed:
+                return True
+        return False
 
-    def _settle(self, loader: str | None) -> None:
-        """Give late requests, timers and errors a bounded moment after the load event: wait for the
-        page's network to go idle (Chromium says so 0.5 s after the last request ended), then until no
-        event came for SETTLE_QUIET; never longer than SETTLE_MAX in all."""
+    def _settle(self) -> None:
+        """Give late requests, timers and errors a bounded moment after the load event: wait until no
+        request of the page is in flight and no event came for SETTLE_QUIET; never longer than SETTLE_MAX."""
         stop = time.monotonic() + SETTLE_MAX
-        idle = loader is None or any(self._lifecycle(e, "networkIdle", loader) for e in self.events)
+        in_flight: set[str] = set()
+        for event in self.events:
+            self._track(event, in_flight)
         last = time.monotonic()
         while True:
-            message = self._receive(min(stop, last + SETTLE_QUIET) if idle else stop)
+            message = self._receive(stop if in_flight else min(stop, last + SETTLE_QUIET))
             if message is None:
                 return
-            if self._lifecycle(message, "networkIdle", loader):
-                idle = True
-            elif message.get("method") != "Page.lifecycleEvent":
+            if "method" in message:
+                self._track(message, in_flight)
                 last = time.monotonic()
+
+    @staticmethod
+    def _track(event: dict[str, Any], in_flight: set[str]) -> None:
+        method, request = event["method"], event.get("params", {}).get("requestId")
+        if method == "Network.requestWillBeSent":
+            in_flight.add(request)
+        elif method in ("Network.loadingFinished", "Network.loadingFailed"):
+            in_flight.discard(request)
 
     # --- the check -----------------------------------------------------------------------------------
 
@@ -388,9 +398,8 @@ class _Browser:
         target = self.call("Target.createTarget", {"url": "about:blank"}, browser=True)["targetId"]
         attached = self.call("Target.attachToTarget", {"targetId": target, "flatten": True}, browser=True)
         self.session = attached["sessionId"]
-        for domain in ("Page", "Runtime", "Log"):
+        for domain in ("Page", "Runtime", "Log", "Network"):
             self.call(f"{domain}.enable")
-        self.call("Page.setLifecycleEventsEnabled", {"enabled": True})
         self.call(
             "Emulation.setDeviceMetricsOverride",
             {"width": self.width, "height": self.height, "deviceScaleFactor": 1, "mobile": False},
@@ -400,9 +409,7 @@ class _Browser:
         navigation = self.call("Page.navigate", {"url": url})
         if navigation.get("errorText"):
             raise self._fail(f"could not load {url}: {navigation['errorText']}")
-        # Lifecycle events carry the navigation's loaderId, so an event of about:blank cannot pass for it.
-        loader = navigation.get("loaderId")
-        while not self._loaded(loader):
+        while not self._loaded(navigation.get("loaderId")):
             self._receive(self.deadline)
         self.stage = f"waiting for {url} to settle"
         # One frame after load (rAF + a macrotask), then a quiet moment for late requests, timers and errors.
@@ -413,7 +420,7 @@ class _Browser:
                 "awaitPromise": True,
             },
         )
-        self._settle(loader)
+        self._settle()
         self.stage = f"taking the screenshot of {url}"
         title = self.call("Runtime.evaluate", {"expression": "document.title", "returnByValue": True})
         declares_icon = self.call(

@@ -41,7 +41,8 @@ DEPLOYMENTS = [("res-a", "opus", "claude-opus-4-5"), ("res-a", "sonnet", "claude
 
 
 def seed(end: datetime, days: int = 60, interval_s: float = 600.0, seed_value: int = 7,
-         deployments: list[tuple[str, str, str]] | None = None, gap: tuple[float, float] | None = None) -> Seed:
+         deployments: list[tuple[str, str, str]] | None = None,
+         gap: tuple[float, float] | None = None) -> Seed:
     """Canaries every interval_s for `days` days before `end`; failures in bursts; a monitor gap
     (fractions of the time range, e.g. (0.70, 0.72)) with no canaries at all."""
     rng = random.Random(seed_value)

@@ -21,6 +21,7 @@ from . import browser
 if (_reason := browser.available()) is not None:
     pytest.skip(_reason, allow_module_level=True)
 
+SLOW = 2 * browser.SETTLE_QUIET  # longer than the quiet moment: only waiting for requests in flight sees it
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 CLEAN_PAGE = """<!doctype html>
@@ -96,7 +97,20 @@ def test_uncaught_exception_is_reported(tmp_path: Path) -> None:
     assert "Uncaught" in errors
 
 
-class _Quiet(SimpleHTTPRequestHandler):
+class _Handler(SimpleHTTPRequestHandler):
+    """Files from the site folder, plus /slow.json: answered only after SLOW seconds."""
+
+    def do_GET(self) -> None:
+        if self.path != "/slow.json":
+            return super().do_GET()
+        time.sleep(SLOW)
+        body = b'{"title": "from slow.json"}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
@@ -106,7 +120,7 @@ def site(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """An http.server on 127.0.0.1 (port 0, a thread) serving tmp_path/site: (base URL, folder)."""
     root = tmp_path / "site"
     root.mkdir()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(root)))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Handler, directory=str(root)))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -126,14 +140,20 @@ def test_page_over_http_is_checked_the_same_way(site: tuple[str, Path], tmp_path
     assert clean.title == "Clean page ✓"
     _assert_png(tmp_path / "http-clean.png")
 
-    broken = _page('<img src="missing.png" alt="x"><script>console.error("over http")</script>', "broken")
+    # After the load event the page fetches JSON that takes SLOW seconds; its title comes from there.
+    script = (
+        'console.error("over http");'
+        ' addEventListener("load", () => fetch("/slow.json").then(r => r.json())'
+        ".then(d => { document.title = d.title }));"
+    )
+    broken = _page(f'<img src="missing.png" alt="x"><script>{script}</script>', "broken")
     (root / "broken.html").write_text(broken, encoding="utf-8")
     result = browser.check_page(f"{base}/broken.html", tmp_path / "http-broken.png")
     errors = "\n".join(result.console_errors)
     assert len(result.console_errors) == 2, errors
     assert "over http" in errors
     assert "404" in errors and f"{base}/missing.png" in errors  # a failed resource load counts too
-    assert result.title == "broken"
+    assert result.title == "from slow.json"  # the check waited for the request in flight
 
 
 def test_a_server_that_never_answers_fails_in_bounded_time(tmp_path: Path) -> None:

@@ -68,13 +68,13 @@ class LogAnalyticsSource:
                            int(r["output_tokens"]), float(r["cost_usd"]), float(r["tps_sum"]),
                            int(r["tps_n"]))
                    for r in tables["hours"]],
-            kinds=[KindRow(r["day"], r["resource"], r["deployment"], r["kind"], int(r["count"]),
+            kinds=[KindRow(r["day"], r["resource"], r["deployment"], r["outcome"], int(r["count"]),
                            r["request_id"] or None, r["apim_request_id"] or None, _epoch(r["example_at"]))
                    for r in tables["kinds"]],
             hists=[HistRow(r["day"], r["resource"], r["deployment"], r["metric"], int(r["bucket"]),
                            int(r["count"])) for r in tables["hists"]],
             transitions=[TransitionRow(r["resource"], r["deployment"], _epoch(r["at"]), r["from_state"],
-                                       r["to_state"], r["kind"] or None, r["hint"] or None,
+                                       r["to_state"], r["cause"] or None, r["hint"] or None,
                                        r["request_id"] or None, r["apim_request_id"] or None)
                          for r in tables["transitions"]],
             usage=[UsageRow(r["resource"], _num(r["requests"]), _num(r["input_tokens"]),

@@ -83,7 +83,7 @@ function main() {
   const globals = K.GlobalState.Default.WithDatabase(new S.DatabaseSymbol.ctor('workspace', symbols));
 
   const results = queries.map(({name, text}) => {
-    const code = K.KustoCode.ParseAndAnalyze(text.replace(/^let [^;]*;\s*/gm, ''), globals);
+    const code = K.KustoCode.ParseAndAnalyze(text, globals);
     const diagnostics = Bridge.toArray(code.GetDiagnostics())
       .filter((d) => d.Severity === ERROR)
       .map((d) => ({
