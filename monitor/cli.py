@@ -21,6 +21,7 @@ from . import config as config_mod
 from .durations import format_duration, parse_duration
 from .emulator import cli as emulator_cli
 from .errors import MonitorError
+from .reports import FORMATS
 from .results import CanaryResult
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUG = 0, 1, 2, 3
@@ -90,7 +91,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--url", help="the /healthz URL (env FOUNDRY_MONITOR_HEALTH_URL)",
                    default=os.environ.get("FOUNDRY_MONITOR_HEALTH_URL", "http://127.0.0.1:9464/healthz"))
     p.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for an answer")
-    command("report", "build the rolling report", _not_yet("report"))
+    p = command("report", "build the rolling report (availability, latency, failures, incidents, tokens, "
+                "cost) from the local store or Log Analytics", cmd_report)
+    p.add_argument("--days", type=int, default=None, metavar="N",
+                   help="period length in whole local days, ending at today's midnight "
+                   "(default: reports.days, 30)")
+    p.add_argument("--source", choices=("local", "log-analytics"), default=None,
+                   help="where the data comes from (default: log-analytics when a workspace is configured)")
+    p.add_argument("--format", choices=FORMATS, default="text", help="output format (default text)")
+    p.add_argument("--output", metavar="FILE", default=None, help="write to FILE instead of stdout")
+    p.add_argument("--timezone", default=None, metavar="ZONE",
+                   help="IANA time zone for day boundaries (default: reports.timezone)")
     p = sub.add_parser("emulator", help="run the local Foundry emulator (for tests, demos and trials)",
                        description="Serve a faithful Foundry emulator: /anthropic/v1/messages with the "
                        "Azure error shapes, fault injection from a scenario file, a managed-identity token "
@@ -127,14 +138,6 @@ def _log_options(p: argparse.ArgumentParser) -> None:
                    help="log line format (auto: json unless stderr is a terminal)")
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default=None,
                    help="overrides log_level from the config")
-
-
-def _not_yet(name: str) -> Handler:
-    def handler(args: argparse.Namespace) -> int:
-        print(f"foundry-monitor {name}: not yet available in this version", file=sys.stderr)
-        return EXIT_USAGE
-
-    return handler
 
 
 def load_config(args: argparse.Namespace) -> config_mod.Config:
@@ -256,6 +259,36 @@ def cmd_run(args: argparse.Namespace) -> int:
         return asyncio.run(Daemon(cfg, store, opts, telemetry=tel).run())
     finally:
         store.close()
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    from .app import build_report_source
+    from .reports.build import build_report
+    from .reports.render import render
+
+    cfg = load_config(args)
+    if args.days is not None and not 1 <= args.days <= 400:
+        raise MonitorError("--days must be between 1 and 400")
+    if args.timezone:
+        try:
+            ZoneInfo(args.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise MonitorError(f'--timezone: unknown time zone "{args.timezone}"') from None
+    source = build_report_source(cfg, args.source)
+    report = build_report(source, cfg, datetime.now(UTC), days=args.days, timezone=args.timezone)
+    text = render(report, args.format)
+    if args.output:
+        try:
+            Path(args.output).write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise MonitorError(f"--output {args.output}: {exc.strerror}") from None
+        print(f"report written to {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
 
 
 def cmd_health(args: argparse.Namespace) -> int:

@@ -8,6 +8,7 @@ import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
@@ -162,11 +163,25 @@ class Weekly(_Model):
     recipients: list[str] = Field(default_factory=list)
 
 
+def _zone(name: str) -> str:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f'unknown time zone "{name}"; use an IANA name such as Europe/Berlin') from None
+    return name
+
+
+TimeZone = Annotated[str, AfterValidator(_zone)]
+
+
 class Reports(_Model):
-    timezone: str = "UTC"
+    timezone: TimeZone = "UTC"
     days: int = Field(default=30, ge=1, le=400)
     slo_target: float = Field(default=99.9, gt=0, le=100)
-    workspace_id: str | None = None
+    workspace_id: str | None = None  # Log Analytics workspace (GUID); else $FOUNDRY_MONITOR_WORKSPACE_ID
+    credential: Literal["default", "managed_identity"] = "default"  # Entra identity for the query API
+    client_id: str | None = None  # a user-assigned managed identity
+    endpoint: str | None = None  # the query API, if not https://api.loganalytics.io (sovereign clouds)
     weekly: Weekly = Weekly()
 
 

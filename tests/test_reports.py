@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import trustme
 
 from monitor import config as config_mod
 from monitor.errors import MonitorError
@@ -25,6 +24,7 @@ from monitor.results import FailureKind
 from monitor.rollup import bucket, bucket_ms, percentile
 from monitor.store import Store, result_row
 
+from .certs import Certs, make_certs
 from .factories import result
 from .fake_log_analytics import FakeCredential, FakeLogAnalytics, fake_log_analytics
 from .report_seed import NOW, Seed, costs, seed
@@ -71,25 +71,19 @@ def store(history: Seed, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
 
 
 @pytest.fixture(scope="module")
-def tls(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    d = tmp_path_factory.mktemp("tls")
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1")
-    cert.private_key_and_cert_chain_pem.write_to_path(str(d / "chain.pem"))
-    cert.private_key_pem.write_to_path(str(d / "key.pem"))
-    ca.cert_pem.write_to_path(str(d / "ca.pem"))
-    return {"chain": str(d / "chain.pem"), "key": str(d / "key.pem"), "ca": str(d / "ca.pem")}
+def tls(tmp_path_factory: pytest.TempPathFactory) -> Certs:
+    return make_certs(tmp_path_factory.mktemp("tls"))
 
 
 @pytest.fixture(scope="module")
-def la(history: Seed, tls: dict[str, str]) -> Iterator[FakeLogAnalytics]:
-    with fake_log_analytics(history, (tls["chain"], tls["key"])) as fake:
+def la(history: Seed, tls: Certs) -> Iterator[FakeLogAnalytics]:
+    with fake_log_analytics(history, tls.server) as fake:
         yield fake
 
 
-def la_source(la: FakeLogAnalytics, tls: dict[str, str], credential: Any = None) -> LogAnalyticsSource:
+def la_source(la: FakeLogAnalytics, tls: Certs, credential: Any = None) -> LogAnalyticsSource:
     return LogAnalyticsSource("ws-0001", credential or FakeCredential(), endpoint=la.endpoint,
-                              connection_verify=tls["ca"], retry_total=0)
+                              connection_verify=tls.ca, retry_total=0)
 
 
 def comparable(report: Report) -> dict[str, Any]:
@@ -101,7 +95,7 @@ def comparable(report: Report) -> dict[str, Any]:
 
 @pytest.mark.parametrize("tz", ["Europe/Berlin", "UTC"])
 def test_local_and_log_analytics_sources_give_the_same_report(store: Store, la: FakeLogAnalytics,
-                                                              tls: dict[str, str], tz: str) -> None:
+                                                              tls: Certs, tz: str) -> None:
     local = build_report(LocalSource(store), cfg(tz), NOW)
     remote = build_report(la_source(la, tls), cfg(tz), NOW)
     assert local.overall.canaries > 10_000 and local.incidents  # the comparison is not of empty reports
@@ -111,7 +105,7 @@ def test_local_and_log_analytics_sources_give_the_same_report(store: Store, la: 
 
 
 def test_log_analytics_adds_real_usage_and_asks_for_the_logs_audience(store: Store, la: FakeLogAnalytics,
-                                                                       tls: dict[str, str]) -> None:
+                                                                       tls: Certs) -> None:
     credential = FakeCredential()
     report = build_report(la_source(la, tls, credential), cfg(), NOW)
     usage = {u.resource: u for u in report.real_usage or []}
@@ -126,7 +120,7 @@ def test_log_analytics_adds_real_usage_and_asks_for_the_logs_audience(store: Sto
     assert local.real_usage is None and any("not in this source" in n for n in local.notes)
 
 
-def test_partial_results_are_used_and_said(la: FakeLogAnalytics, tls: dict[str, str]) -> None:
+def test_partial_results_are_used_and_said(la: FakeLogAnalytics, tls: Certs) -> None:
     la.partial = {"usage"}
     try:
         report = build_report(la_source(la, tls), cfg(), NOW)
@@ -137,7 +131,7 @@ def test_partial_results_are_used_and_said(la: FakeLogAnalytics, tls: dict[str, 
     assert report.real_usage is not None
 
 
-def test_throttling_is_one_clear_error(la: FakeLogAnalytics, tls: dict[str, str]) -> None:
+def test_throttling_is_one_clear_error(la: FakeLogAnalytics, tls: Certs) -> None:
     la.status = 429
     try:
         with pytest.raises(MonitorError, match="throttled the hours query"):

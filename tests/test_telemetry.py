@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import trustme
 
 from monitor import config as config_mod
 from monitor.emulator.runner import EmulatorServer
@@ -22,6 +21,7 @@ from monitor.results import FailureKind, Usage
 from monitor.telemetry import Exporters, OtelTelemetry, azure_exporters, build
 
 from .capture import CaptureServer, base_data, capture_server
+from .certs import make_certs
 from .factories import result
 
 CFG = config_mod.loads(
@@ -213,20 +213,15 @@ def test_ingestion_outage_loses_nothing_and_sends_nothing_twice(tmp_path: Path) 
 
 def test_entra_ingestion_sends_a_managed_identity_token_over_tls(tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1")
-    chain, key, ca_file = tmp_path / "chain.pem", tmp_path / "key.pem", tmp_path / "ca.pem"
-    cert.private_key_and_cert_chain_pem.write_to_path(str(chain))
-    cert.private_key_pem.write_to_path(str(key))
-    ca.cert_pem.write_to_path(str(ca_file))
-    with EmulatorServer() as emu, capture_server(tls=(str(chain), str(key))) as cap:
+    certs = make_certs(tmp_path)
+    with EmulatorServer() as emu, capture_server(tls=certs.server) as cap:
         for name, value in emu.identity_env().items():
             monkeypatch.setenv(name, value)
         cfg = config_mod.loads(
             f"telemetry: {{connection_string: '{cap.connection_string}', credential: managed_identity}}\n"
             f"resources:\n  - name: res\n    base_url: {emu.base_url}/anthropic\n"
             "    auth: {api_key: k}\n    deployments: [{name: dep}]\n", "test", env={})
-        tel = build(cfg, tmp_path, instance_id="i", connection_verify=str(ca_file))
+        tel = build(cfg, tmp_path, instance_id="i", connection_verify=certs.ca)
         tel.record(result(), None)
         tel.shutdown()
         assert cap.of_type("AvailabilityData")

@@ -9,11 +9,13 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from . import charts
+from . import FORMATS, charts
 from .model import DeploymentReport, Percentiles, Report
 
-FORMATS = ("text", "markdown", "html", "json", "csv")
 TEXT_INCIDENTS = 15  # the terminal shows the latest ones; every other format lists them all
+
+
+__all__ = ["FORMATS", "render"]
 
 
 def render(report: Report, fmt: str) -> str:
