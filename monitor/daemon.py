@@ -194,6 +194,12 @@ class Daemon:
             "reloads": {**self.reloads, "last_ok": self.last_reload_ok, "last_error": self.last_reload_error},
         }
 
+    def page(self) -> str:
+        """The status page (runs in a worker thread: it reads the last day's rollups)."""
+        from .reports.status_page import last_day, render_status
+
+        return render_status(self.status(), last_day(self.store, self.opts.now()))
+
     def debug(self, deployment: str) -> dict[str, Any] | None:
         matches = [t for t in self.fleet.targets if t.deployment == deployment
                    or f"{t.resource}/{t.deployment}" == deployment]

@@ -1,12 +1,13 @@
-"""The daemon's HTTP endpoints: /healthz /readyz /status /metrics /debug/{deployment}.
+"""The daemon's HTTP endpoints: / (status page) /healthz /readyz /status /metrics /debug/{deployment}.
 
 Everything served comes from a StatusSource (the daemon); nothing here reads config or secrets.
-An optional bearer token guards /status and /debug (/healthz, /readyz and /metrics stay open for
+An optional bearer token guards /, /status and /debug (/healthz, /readyz and /metrics stay open for
 probes and scrapers).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ from typing import Any, Protocol
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from .secrets import Secret
@@ -33,6 +34,8 @@ class StatusSource(Protocol):
     def debug(self, deployment: str) -> dict[str, Any] | None: ...
 
     def metrics(self) -> bytes: ...
+
+    def page(self) -> str: ...
 
 
 def build_app(source: StatusSource, *, debug_endpoints: bool = True,
@@ -58,6 +61,11 @@ def build_app(source: StatusSource, *, debug_endpoints: bool = True,
     async def status(request: Request) -> Response:
         return JSONResponse(source.status()) if authorised(request) else denied()
 
+    async def page(request: Request) -> Response:
+        if not authorised(request):
+            return denied()
+        return HTMLResponse(await asyncio.to_thread(source.page))
+
     async def metrics(request: Request) -> Response:
         return Response(source.metrics(), media_type=PROMETHEUS_CONTENT_TYPE)
 
@@ -69,8 +77,8 @@ def build_app(source: StatusSource, *, debug_endpoints: bool = True,
             return JSONResponse({"error": "no such deployment"}, status_code=404)
         return JSONResponse(found)
 
-    routes = [Route("/healthz", healthz), Route("/readyz", readyz), Route("/status", status),
-              Route("/metrics", metrics)]
+    routes = [Route("/", page), Route("/healthz", healthz), Route("/readyz", readyz),
+              Route("/status", status), Route("/metrics", metrics)]
     if debug_endpoints:
         routes.append(Route("/debug/{deployment:path}", debug))
 

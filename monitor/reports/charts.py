@@ -99,7 +99,9 @@ def sparkline(values: Sequence[float | None], *, width: int = 120, height: int =
         hi = lo + 1.0
     n = max(len(values), 2)
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-             f'viewBox="0 0 {width} {height}" role="img" aria-label="{escape(label)}">']
+             f'viewBox="0 0 {width} {height}" role="img" aria-label="{escape(label)}">'
+             f'<rect width="{width}" height="{height}" fill="#f3f4f6"/>']
+
     def xy(i: int, v: float) -> tuple[float, float]:
         return width * i / (n - 1), 2 + (height - 4) * (1 - (v - lo) / (hi - lo))
 
