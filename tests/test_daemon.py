@@ -136,3 +136,19 @@ async def test_health_state_and_open_incidents_survive_a_restart(tmp_path: Path)
     assert [i.state.value for i in again.health.open_incidents()] == ["down"]
     assert again.store.query("SELECT count(*) FROM incidents WHERE ended_at IS NULL")[0][0] == 1
     again.store.close()
+
+
+async def test_state_changes_are_kept_in_the_store_for_reports(tmp_path: Path) -> None:
+    names = ["fine", "broken"]
+    per = {"fine": {"latency": {"base": "5ms"}}, "broken": {"faults": [{"kind": "api_error"}]}}
+    with EmulatorServer(scenario=scenario(names, **per)) as emu:
+        daemon = make_daemon(tmp_path, config_text(emu.base_url, emu.api_key, names, tmp_path / "data"))
+        task = asyncio.create_task(daemon.run(install_signals=False))
+        await until(lambda: daemon.status()["open_incidents"] != [], timeout=20)
+        daemon.request_stop()
+        await task
+    rows = {(r["deployment"], r["from_state"], r["to_state"]): r for r in daemon.store.query(
+        "SELECT deployment, from_state, to_state, kind, request_id FROM transitions")}
+    assert ("fine", "unknown", "healthy") in rows
+    down = next(r for k, r in rows.items() if k[0] == "broken" and k[2] == "down")
+    assert down["kind"] == "server_error" and down["request_id"]

@@ -94,3 +94,87 @@ def test_the_instance_id_is_made_once_and_kept_across_reopening(tmp_path: Path) 
     assert again.instance_id() == made
     again.close()
     assert Store.open(tmp_path / "other.sqlite3").instance_id() != made
+
+
+def test_rollups_follow_every_write_and_match_the_raw_rows(store: Store) -> None:
+    from .report_seed import NOW, costs, seed
+
+    history = seed(NOW, days=3, interval_s=300)
+    rows = [result_row(r, c) for r, c in costs(history.results)]
+    for i in range(0, len(rows), 97):  # batches that split hours, so upserts add to existing rows
+        store.save_results(rows[i:i + 97])
+    raw = {(r[0], r[1], r[2]): tuple(r[3:]) for r in store.query(
+        "SELECT CAST(started_at / 3600 AS INTEGER) AS hour, resource, deployment, "
+        "sum(attempt = 0 AND kind != 'cancelled'), sum(attempt = 0 AND kind = 'ok'), sum(attempt > 0), "
+        "coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0), "
+        "round(coalesce(sum(cost_usd), 0), 9) "
+        "FROM results GROUP BY hour, resource, deployment")}
+    rolled = {(r[0], r[1], r[2]): tuple(r[3:]) for r in store.query(
+        "SELECT hour, resource, deployment, canaries, ok, rechecks, input_tokens, output_tokens, "
+        "round(cost_usd, 9) FROM rollup_hour")}
+    assert rolled == raw and len(raw) > 100
+    kinds = store.query("SELECT sum(count) FROM rollup_kind")[0][0]
+    assert kinds == store.query("SELECT count(*) FROM results WHERE attempt = 0 AND kind NOT IN "
+                                "('ok', 'cancelled')")[0][0]
+    hist = store.query("SELECT sum(count) FROM rollup_hist WHERE metric = 'latency'")[0][0]
+    assert hist == store.query("SELECT count(*) FROM results WHERE attempt = 0 AND kind = 'ok'")[0][0]
+
+
+def test_a_version_1_store_gets_rollups_of_its_old_results_when_migrated(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite3"
+    conn = sqlite3.connect(path)
+    conn.executescript(MIGRATIONS[0].replace("\n    ", "\n"))
+    conn.execute("PRAGMA user_version = 1")
+    columns = ", ".join(["started_at", "resource", "deployment", "model", "location", "attempt", "kind",
+                         "status", "total_s", "headers_s", "ttft_s", "input_tokens", "output_tokens",
+                         "cache_creation_tokens", "cache_read_tokens", "cost_usd", "request_id",
+                         "apim_request_id", "response_model", "stop_reason", "detail", "retry_after"])
+    old = [result_row(result(at=T0 + timedelta(minutes=m)), 0.001) for m in range(90)]
+    conn.executemany(f"INSERT INTO results ({columns}) VALUES ({', '.join('?' * 22)})", old)  # noqa: S608
+    conn.commit()
+    conn.close()
+    s = Store.open(path)
+    assert s.query("SELECT sum(canaries), sum(ok) FROM rollup_hour")[0][:] == (90, 90)
+    assert s.query("SELECT count(*) FROM rollup_hour")[0][0] == 2  # 12:00-12:59 and 13:00-13:29
+    s.close()
+
+
+def test_pruning_drops_raw_rows_and_rollups_by_their_own_retention(store: Store) -> None:
+    old, recent = T0 - timedelta(days=40), T0 - timedelta(days=1)
+    store.save_results([result_row(result(at=old), None), result_row(result(at=recent), None)])
+    store.add_transition("res", "dep", old, "unknown", "healthy", None, None, None, None, None)
+    deleted = store.prune(T0, raw_retention_s=35 * 86400, rollup_retention_s=400 * 86400)
+    assert deleted["results"] == 1 and deleted["rollup_hour"] == 0 and deleted["transitions"] == 0
+    assert store.query("SELECT count(*) FROM rollup_hour")[0][0] == 2  # the report still covers day -40
+    deleted = store.prune(T0, raw_retention_s=35 * 86400, rollup_retention_s=30 * 86400)
+    assert deleted["rollup_hour"] == 1 and deleted["transitions"] == 1
+
+
+def test_a_reader_sees_a_consistent_store_while_the_daemon_writes(tmp_path: Path) -> None:
+    import threading
+
+    path = tmp_path / "shared.sqlite3"
+    writer = Store.open(path)
+    reader = Store.open(path)
+    stop = threading.Event()
+    seen: list[tuple[int, int]] = []
+
+    def read() -> None:
+        while not stop.is_set():
+            row = reader.query("SELECT (SELECT count(*) FROM results WHERE attempt = 0), "
+                               "(SELECT coalesce(sum(canaries), 0) FROM rollup_hour)")[0]  # one snapshot
+            seen.append((row[0], row[1]))
+
+    t = threading.Thread(target=read)
+    t.start()
+    try:
+        for batch in range(40):
+            writer.save_results([result_row(result(at=T0 + timedelta(seconds=batch * 50 + i)), None)
+                                 for i in range(50)])
+    finally:
+        stop.set()
+        t.join(10)
+    assert seen and all(raw == rolled for raw, rolled in seen)  # one transaction: never half a batch
+    assert reader.query("SELECT count(*) FROM results")[0][0] == 2000
+    writer.close()
+    reader.close()
