@@ -70,7 +70,7 @@ def main() -> None:
     args = parser.parse_args()
     directory = Path(args.dir or tempfile.mkdtemp(prefix="store-bench-"))
     path = directory / "results.sqlite3"
-    store = Store.open(path)
+    store = Store.open(path, timezone="Europe/Berlin")  # the zone of the report below
     end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     written, write_s = 0, 0.0
     for batch in rows(args.deployments, args.days, end):

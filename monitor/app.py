@@ -15,6 +15,7 @@ from .canary import Target
 from .config import Config, Resource
 from .errors import MonitorError
 from .reports.source import ReportSource
+from .store import Store
 
 KEEPALIVE_S = 60.0
 POOL_PER_RESOURCE = 64
@@ -117,11 +118,10 @@ def build_fleet(cfg: Config, only: set[str] | None = None, shard: tuple[int, int
     return fleet
 
 
-def build_report_source(cfg: Config, name: str | None, store_path_: Path | None = None) -> ReportSource:
+def build_report_source(cfg: Config, name: str | None, store: Store | None = None) -> ReportSource:
     """`local` (the embedded store) or `log-analytics`; by default Log Analytics when a workspace is set."""
     from .reports.local import LocalSource
     from .reports.loganalytics import WORKSPACE_ENV, LogAnalyticsSource, credential_for
-    from .store import Store
 
     workspace = cfg.reports.workspace_id or os.environ.get(WORKSPACE_ENV)
     name = name or ("log-analytics" if workspace else "local")
@@ -131,8 +131,10 @@ def build_report_source(cfg: Config, name: str | None, store_path_: Path | None 
                                f"{WORKSPACE_ENV} (the workspace GUID)")
         return LogAnalyticsSource(workspace, credential_for(cfg.reports.credential, cfg.reports.client_id),
                                   endpoint=cfg.reports.endpoint)
-    path = store_path_ or store_path(cfg)
+    if store is not None:
+        return LocalSource(store)
+    path = store_path(cfg)
     if not path.exists():
         raise MonitorError(f"no results store at {path} yet: run the daemon first (foundry-monitor run), "
                            "or point data_dir / store.path at its data")
-    return LocalSource(Store.open(path))
+    return LocalSource(Store.open(path, timezone=cfg.reports.timezone))

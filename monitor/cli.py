@@ -22,6 +22,7 @@ from .durations import format_duration, parse_duration
 from .emulator import cli as emulator_cli
 from .errors import MonitorError
 from .reports import FORMATS
+from .reports.source import ReportSource
 from .results import CanaryResult
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUG = 0, 1, 2, 3
@@ -102,6 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", metavar="FILE", default=None, help="write to FILE instead of stdout")
     p.add_argument("--timezone", default=None, metavar="ZONE",
                    help="IANA time zone for day boundaries (default: reports.timezone)")
+    p.add_argument("--email", action="store_true",
+                   help="send the weekly email now (last 7 days beside 30) with the email settings")
+    p.add_argument("--to", action="append", metavar="ADDR",
+                   help="with --email: send to ADDR instead of reports.weekly.recipients (repeatable)")
     p = sub.add_parser("emulator", help="run the local Foundry emulator (for tests, demos and trials)",
                        description="Serve a faithful Foundry emulator: /anthropic/v1/messages with the "
                        "Azure error shapes, fault injection from a scenario file, a managed-identity token "
@@ -249,7 +254,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     logs.setup(args.log_level or cfg.log_level, args.log_format)
     shard = parse_shard(args.shard) if args.shard else None
     location = args.location or cfg.telemetry.location or ""
-    store = Store.open(store_path(cfg))
+    store = Store.open(store_path(cfg), timezone=cfg.reports.timezone)
     try:
         tel = telemetry.build(cfg, data_dir(cfg), instance_id=store.instance_id(), location=location,
                               debug=args.telemetry_debug)
@@ -278,6 +283,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         except (ZoneInfoNotFoundError, ValueError):
             raise MonitorError(f'--timezone: unknown time zone "{args.timezone}"') from None
     source = build_report_source(cfg, args.source)
+    if args.email:
+        return _send_weekly(cfg, source, args.to)
     report = build_report(source, cfg, datetime.now(UTC), days=args.days, timezone=args.timezone)
     text = render(report, args.format)
     if args.output:
@@ -288,6 +295,32 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(f"report written to {args.output}", file=sys.stderr)
     else:
         sys.stdout.write(text)
+    return EXIT_OK
+
+
+def _send_weekly(cfg: config_mod.Config, source: ReportSource, to: list[str] | None) -> int:
+    from datetime import UTC, datetime
+
+    from .notify import NotifyError
+    from .notify.weekly import WEEK_DAYS, build_notifier, compose
+    from .reports.build import build_report
+
+    recipients = tuple(to or cfg.reports.weekly.recipients)
+    if not recipients:
+        raise MonitorError("--email: no recipients; pass --to ADDR or set reports.weekly.recipients")
+    if not cfg.email.sender:
+        raise MonitorError("--email: set email.sender in the config")
+    notifier = build_notifier(cfg)
+    now = datetime.now(UTC)
+    email = compose(build_report(source, cfg, now, days=WEEK_DAYS), build_report(source, cfg, now, days=30),
+                    cfg.email.sender, recipients)
+    try:
+        notifier.send(email)
+    except NotifyError as exc:
+        kind = "temporary" if exc.transient else "permanent"
+        print(f"error: the email was not sent ({kind}): {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"sent \"{email.subject}\" to {', '.join(recipients)} via {notifier.name}", file=sys.stderr)
     return EXIT_OK
 
 

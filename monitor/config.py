@@ -157,10 +157,17 @@ class Server(_Model):
     bearer_token: Secret | None = None
 
 
+def _schedule(text: str) -> str:
+    from .notify.schedule import check
+
+    return check(text)
+
+
 class Weekly(_Model):
     enabled: bool = False
-    schedule: str = "mon 08:00"
+    schedule: Annotated[str, AfterValidator(_schedule)] = "mon 08:00"  # or crontab "0 8 * * mon"
     recipients: list[str] = Field(default_factory=list)
+    grace: Duration = 24 * 3600.0  # a send missed while the daemon was down is made up within this time
 
 
 def _zone(name: str) -> str:
@@ -191,11 +198,23 @@ class Smtp(_Model):
     security: Literal["starttls", "tls", "none"] = "starttls"
     username: str | None = None
     password: Secret | None = None
+    ca_file: str | None = None  # a private CA for the server's certificate
+    timeout: Duration = 30.0
+
+
+class Acs(_Model):
+    """Azure Communication Services Email: a connection string, or an endpoint with Entra ID."""
+
+    connection_string: Secret | None = None
+    endpoint: str | None = None
+    credential: Literal["managed_identity", "default"] = "default"
+    client_id: str | None = None
 
 
 class Email(_Model):
     sender: str | None = None
     smtp: Smtp | None = None
+    acs: Acs | None = None
 
 
 class Config(_Model):
@@ -366,6 +385,7 @@ _RESOURCE_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?")
 
 def _rules(cfg: Config, doc: Document) -> Iterator[ConfigProblem]:
     """Checks that span several keys; each problem points at the key to change."""
+    yield from _email_rules(cfg, doc)
     seen_resources: dict[str, int] = {}
     said: set[KeyPath] = set()  # a bad `defaults` pair is reported once, not once per deployment
     for i, res in enumerate(cfg.resources):
@@ -398,6 +418,21 @@ def _rules(cfg: Config, doc: Document) -> Iterator[ConfigProblem]:
                     said.add(where)
                     yield doc.problem(where, f"interval ({s.interval:g}s) is shorter than the timeout "
                                              f"({s.timeout:g}s); a canary could overlap the next one")
+
+
+def _email_rules(cfg: Config, doc: Document) -> Iterator[ConfigProblem]:
+    e = cfg.email
+    if e.acs is not None and (e.acs.connection_string is None) == (e.acs.endpoint is None):
+        yield doc.problem(("email", "acs"), "set exactly one of connection_string or endpoint")
+    if not cfg.reports.weekly.enabled:
+        return
+    weekly: KeyPath = ("reports", "weekly")
+    if not cfg.reports.weekly.recipients:
+        yield doc.problem((*weekly, "recipients"), "the weekly report is enabled but has no recipients")
+    if not e.sender:
+        yield doc.problem(("email", "sender"), "the weekly report is enabled: set the sender address")
+    if (e.smtp is None) == (e.acs is None):
+        yield doc.problem(("email",), "the weekly report is enabled: configure exactly one of smtp or acs")
 
 
 def _interval_key(dep: Deployment, at: KeyPath, doc: Document) -> KeyPath:

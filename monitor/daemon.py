@@ -22,7 +22,9 @@ from .classify import HINTS
 from .errors import ConfigError, MonitorError
 from .health import Change, HealthTracker, Key, State, Transition
 from .logs import canary_fields, event
+from .notify.weekly import WeeklyJob
 from .pricing import cost_usd
+from .reports.model import Report
 from .results import CanaryResult, FailureKind
 from .scheduler import CanaryScheduler
 from .server import bound_port, build_app, build_server
@@ -33,6 +35,7 @@ log = logging.getLogger("monitor.daemon")
 RECENT = 50
 SNAPSHOT_EVERY_S = 15.0
 PRUNE_EVERY_S = 3600.0
+WEEKLY_EVERY_S = 60.0  # how often the weekly email schedule is checked
 TICK_S = 1.0
 STOP_BUDGET_S = 15.0
 TELEMETRY_FLUSH_S = 5.0  # part of the stop budget: what is not sent by then stays in offline storage
@@ -110,6 +113,7 @@ class Daemon:
         self._dirty = False
         self._stop = asyncio.Event()
         self._reload = asyncio.Event()
+        self.weekly = self._weekly_job()
 
     # --- ResultSink ------------------------------------------------------------------------------
 
@@ -266,8 +270,22 @@ class Daemon:
             await self._shutdown(server, serve)
         return 0
 
+    def _weekly_job(self) -> WeeklyJob | None:
+        """The weekly email, when enabled; only an unsharded daemon or shard 0 sends it."""
+        if not self.cfg.reports.weekly.enabled or (self.opts.shard is not None and self.opts.shard[0] != 0):
+            return None
+        from .app import build_report_source
+        from .notify.weekly import WeeklyJob, build_notifier
+        from .reports.build import build_report
+
+        def make_report(days: int, at: datetime) -> Report:
+            source = build_report_source(self.cfg, None, store=self.store)
+            return build_report(source, self.cfg, at, days=days)
+
+        return WeeklyJob(self.cfg, self.store, build_notifier(self.cfg), make_report, now=self.opts.now)
+
     async def _loop(self) -> None:
-        last_snapshot = last_prune = 0.0
+        last_snapshot = last_prune = last_weekly = 0.0
         clock = asyncio.get_running_loop().time
         while not self._stop.is_set():
             if clock() - last_prune >= PRUNE_EVERY_S or last_prune == 0.0:
@@ -281,6 +299,9 @@ class Daemon:
             for t in self.health.check_silence(self.opts.now()):
                 self._log_transition(t)
                 self._dirty = True
+            if self.weekly is not None and clock() - last_weekly >= WEEKLY_EVERY_S:
+                last_weekly = clock()
+                await self.weekly.tick()
             if self._dirty and clock() - last_snapshot >= SNAPSHOT_EVERY_S:
                 await self._save_snapshot()
                 last_snapshot = clock()
@@ -314,6 +335,9 @@ class Daemon:
         self._running = False
         grace = min(10.0, max((t.settings.timeout for t in self.fleet.targets), default=1.0))
         await self.scheduler.stop(grace)
+        if self.weekly is not None and self.weekly.task is not None:
+            self.weekly.task.cancel()  # a send cut short is released and tried again at the next start
+            await self.weekly.wait()
         await self.writer.stop()
         await self._save_snapshot()
         await asyncio.to_thread(self.telemetry.shutdown, TELEMETRY_FLUSH_S)

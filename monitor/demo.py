@@ -64,7 +64,7 @@ def run(duration_s: float, data_dir: Path, port: int, console: Console | None = 
     data_dir.mkdir(parents=True, exist_ok=True)
     log_file = (data_dir / "demo.log").open("a", encoding="utf-8")
     logs.setup("info", "json", stream=log_file)
-    store = Store.open(data_dir / "results.sqlite3")
+    store = Store.open(data_dir / "results.sqlite3")  # UTC days, like the demo config's reports
     try:
         with EmulatorServer(scenario=SCENARIO) as emu:
             cfg = demo_config(emu.base_url, emu.api_key, data_dir, port)

@@ -12,6 +12,7 @@ every canary the monitor sent, re-checks included (they were spent).
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -46,10 +47,37 @@ def percentile(hist: Mapping[int, int], p: float) -> float | None:
     return round(bucket_ms(max(hist)), 1)  # pragma: no cover - rank <= total always stops above
 
 
+def percentiles(hist: Mapping[int, int], ps: Sequence[float]) -> list[float | None]:
+    """Several nearest-rank percentiles in one pass over the sorted buckets (ps ascending)."""
+    total = sum(hist.values())
+    if total <= 0:
+        return [None] * len(ps)
+    ranks = [max(1, math.ceil(p / 100.0 * total)) for p in ps]
+    out: list[float | None] = []
+    seen = 0
+    items = sorted(hist.items())
+    i = 0
+    for rank in ranks:
+        while i < len(items) and seen + items[i][1] < rank:
+            seen += items[i][1]
+            i += 1
+        out.append(round(bucket_ms(items[min(i, len(items) - 1)][0]), 1))
+    return out
+
+
 def merge(into: dict[int, int], more: Mapping[int, int]) -> dict[int, int]:
     for b, n in more.items():
         into[b] = into.get(b, 0) + n
     return into
+
+
+def encode_hist(hist: Mapping[int, int]) -> str:
+    """Storage form: a JSON list of [bucket, count] pairs in bucket order (decoded at C speed)."""
+    return json.dumps(sorted(hist.items()), separators=(",", ":"))
+
+
+def decode_hist(text: str) -> dict[int, int]:
+    return dict(json.loads(text))
 
 
 @dataclass

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from . import rollup
 from .errors import StoreError
@@ -76,8 +77,18 @@ MIGRATIONS: list[str] = [
     CREATE INDEX transitions_by_deployment ON transitions (resource, deployment, at);
     CREATE INDEX transitions_by_time ON transitions (at);
     """,
+    # 3: latency/TTFT histograms per local day (in the store's time zone), one row per deployment and
+    #    metric: a 30-day report reads a few thousand rows instead of millions of hourly buckets
+    """
+    CREATE TABLE rollup_hist_day (
+        tz TEXT NOT NULL, day TEXT NOT NULL, resource TEXT NOT NULL, deployment TEXT NOT NULL,
+        metric TEXT NOT NULL, hist TEXT NOT NULL,
+        PRIMARY KEY (tz, day, resource, deployment, metric)
+    ) WITHOUT ROWID;
+    """,
 ]
 ROLLUPS_FROM = 2  # the migration that introduced rollups: older results are rolled up when it runs
+DAY_HISTS_FROM = 3  # the migration that introduced per-day histograms: built from the hourly ones
 
 _COLUMNS = ("started_at", "resource", "deployment", "model", "location", "attempt", "kind", "status",
             "total_s", "headers_s", "ttft_s", "input_tokens", "output_tokens", "cache_creation_tokens",
@@ -98,13 +109,15 @@ def result_row(r: CanaryResult, cost: float | None) -> tuple[Any, ...]:
 
 
 class Store:
-    def __init__(self, conn: sqlite3.Connection, path: str) -> None:
+    def __init__(self, conn: sqlite3.Connection, path: str, timezone: str = "UTC") -> None:
         self._conn = conn
         self._lock = threading.Lock()
         self.path = path
+        self.timezone = timezone  # the zone of the per-day histograms written from now on
+        self._zone = ZoneInfo(timezone)
 
     @classmethod
-    def open(cls, path: str | Path) -> Store:
+    def open(cls, path: str | Path, timezone: str = "UTC") -> Store:
         p = Path(path)
         try:
             p.parent.mkdir(parents=True, exist_ok=True)
@@ -112,7 +125,7 @@ class Store:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA busy_timeout=10000")
-            store = cls(conn, str(p))
+            store = cls(conn, str(p), timezone)
             store._migrate()
             return store
         except (OSError, sqlite3.Error) as exc:
@@ -129,6 +142,8 @@ class Store:
                 self._conn.executescript(MIGRATIONS[number].replace("\n    ", "\n"))
                 if number + 1 == ROLLUPS_FROM:
                     self._backfill_rollups()
+                if number + 1 == DAY_HISTS_FROM:
+                    self._backfill_day_hists()
                 self._conn.execute(f"PRAGMA user_version = {number + 1}")
 
     def save_results(self, rows: Sequence[tuple[Any, ...]]) -> None:
@@ -141,6 +156,7 @@ class Store:
                 self._conn.execute("BEGIN")
                 self._conn.executemany(_INSERT, rows)
                 self._add_rollups(hours)
+                self._add_day_hists(hours)
                 self._conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 self._conn.execute("ROLLBACK") if self._conn.in_transaction else None
@@ -174,6 +190,36 @@ class Store:
             [(*k, metric, b, n) for k, h in hours.items()
              for metric, hist in (("latency", h.latency), ("ttft", h.ttft)) for b, n in hist.items()])
 
+    def _add_day_hists(self, hours: dict[rollup.Key, rollup.Hour]) -> None:
+        """Fold hourly histograms into per-day ones (an hour belongs to the local day it starts in)."""
+        deltas: dict[tuple[str, str, str, str], dict[int, int]] = {}
+        days: dict[int, str] = {}
+        for (hour, resource, deployment), h in hours.items():
+            day = days.get(hour)
+            if day is None:
+                day = days[hour] = datetime.fromtimestamp(hour * rollup.HOUR_S, self._zone).date().isoformat()
+            for metric, hist in (("latency", h.latency), ("ttft", h.ttft)):
+                if hist:
+                    rollup.merge(deltas.setdefault((day, resource, deployment, metric), {}), hist)
+        if not deltas:
+            return
+        for (day, resource, deployment, metric), delta in deltas.items():
+            row = self._conn.execute(
+                "SELECT hist FROM rollup_hist_day WHERE tz = ? AND day = ? AND resource = ? "
+                "AND deployment = ? AND metric = ?",
+                (self.timezone, day, resource, deployment, metric)).fetchone()
+            merged = rollup.merge(rollup.decode_hist(row[0]) if row else {}, delta)
+            self._conn.execute("INSERT OR REPLACE INTO rollup_hist_day VALUES (?, ?, ?, ?, ?, ?)",
+                               (self.timezone, day, resource, deployment, metric, rollup.encode_hist(merged)))
+
+    def _backfill_day_hists(self) -> None:
+        hours: dict[rollup.Key, rollup.Hour] = {}
+        for hour, resource, deployment, metric, bucket, count in self._conn.execute(
+                "SELECT hour, resource, deployment, metric, bucket, count FROM rollup_hist"):
+            h = hours.setdefault((hour, resource, deployment), rollup.Hour())
+            (h.latency if metric == "latency" else h.ttft)[bucket] = count
+        self._add_day_hists(hours)
+
     def _backfill_rollups(self) -> None:
         cur = self._conn.execute(f"SELECT {', '.join(_COLUMNS)} FROM results ORDER BY id")  # noqa: S608
         while batch := cur.fetchmany(10_000):
@@ -196,10 +242,14 @@ class Store:
         hour_before = int(rollup_before // rollup.HOUR_S)
         deleted: dict[str, int] = {}
         with self._lock:
+            day_before = datetime.fromtimestamp(rollup_before, self._zone).date().isoformat()
             for table, column, limit in (("results", "started_at", raw_before),
                                          ("rollup_hour", "hour", hour_before),
                                          ("rollup_kind", "hour", hour_before),
-                                         ("rollup_hist", "hour", hour_before),
+                                         # hourly histograms serve the status page and reports in another
+                                         # zone; the per-day ones carry long reports
+                                         ("rollup_hist", "hour", int(raw_before // rollup.HOUR_S)),
+                                         ("rollup_hist_day", "day", day_before),
                                          ("transitions", "at", rollup_before)):
                 cur = self._conn.execute(f"DELETE FROM {table} WHERE {column} < ?", (limit,))  # noqa: S608
                 deleted[table] = cur.rowcount
@@ -228,6 +278,37 @@ class Store:
             return json.loads(rows[0]["value"])
         except ValueError:
             return None
+
+    def claim(self, name: str, period: str, now: datetime, stale_s: float) -> bool:
+        """Take the job `name` for `period` unless it was already done for it, or another is at it.
+
+        One conditional write: true for exactly one caller per period, even across processes. A claim
+        left `sending` by a process that died is taken over after stale_s.
+        """
+        ts = now.timestamp()
+        mine = json.dumps({"period": period, "status": "sending", "at": ts})
+        with self._lock:
+            cur = self._conn.execute(
+                "INSERT INTO state (name, value, updated_at) VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE "
+                "SET value = excluded.value, updated_at = excluded.updated_at "
+                "WHERE json_extract(state.value, '$.period') IS NOT ? "
+                "OR (json_extract(state.value, '$.status') = 'sending' AND state.updated_at < ?)",
+                (name, mine, ts, period, ts - stale_s))
+            return cur.rowcount == 1
+
+    def finish(self, name: str, period: str, status: str, now: datetime, detail: str | None = None) -> None:
+        """Record how the claimed job for `period` ended: `sent`, or `failed` (not tried again)."""
+        value = {"period": period, "status": status, "at": now.timestamp(), "detail": detail}
+        with self._lock:
+            self._conn.execute("UPDATE state SET value = ?, updated_at = ? WHERE name = ? AND "
+                               "json_extract(value, '$.period') = ?",
+                               (json.dumps(value), now.timestamp(), name, period))
+
+    def release(self, name: str, period: str) -> None:
+        """Give a claim back (the send will be tried again), unless it already finished."""
+        with self._lock:
+            self._conn.execute("DELETE FROM state WHERE name = ? AND json_extract(value, '$.period') = ? "
+                               "AND json_extract(value, '$.status') = 'sending'", (name, period))
 
     def instance_id(self) -> str:
         """This daemon's stable identity (telemetry service.instance.id): made once, kept across restarts."""

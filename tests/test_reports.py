@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from monitor import config as config_mod
 from monitor.errors import MonitorError
@@ -21,7 +23,7 @@ from monitor.reports.loganalytics import LogAnalyticsSource
 from monitor.reports.model import Report
 from monitor.reports.render import FORMATS, render
 from monitor.results import FailureKind
-from monitor.rollup import bucket, bucket_ms, percentile
+from monitor.rollup import bucket, bucket_ms, percentile, percentiles
 from monitor.store import Store, result_row
 
 from .certs import Certs, make_certs
@@ -102,6 +104,17 @@ def test_local_and_log_analytics_sources_give_the_same_report(store: Store, la: 
     assert comparable(local) == comparable(remote)
     assert local.source == "local" and remote.source == "log-analytics"
     assert {r["name"] for r in la.requests} == {"hours", "kinds", "hists", "transitions", "usage"}
+
+
+def test_a_store_keeping_days_in_the_report_zone_gives_the_same_report(history: Seed, la: FakeLogAnalytics,
+                                                                       tls: Certs, tmp_path: Path) -> None:
+    berlin = Store.open(tmp_path / "berlin.sqlite3", timezone="Europe/Berlin")
+    fill(berlin, history)
+    days = berlin.query("SELECT count(DISTINCT day) FROM rollup_hist_day WHERE tz = 'Europe/Berlin'")[0][0]
+    assert days >= 60  # the fast path is the one under test
+    local = build_report(LocalSource(berlin), cfg("Europe/Berlin"), NOW)
+    berlin.close()
+    assert comparable(local) == comparable(build_report(la_source(la, tls), cfg("Europe/Berlin"), NOW))
 
 
 def test_log_analytics_adds_real_usage_and_asks_for_the_logs_audience(store: Store, la: FakeLogAnalytics,
@@ -241,3 +254,8 @@ def test_every_format_renders_the_same_figures(report: Report) -> None:
     assert out["html"].count("<svg") >= 5 and "<script" not in out["html"]
     assert "http://" not in out["html"].replace("http://www.w3.org/2000/svg", "")  # nothing to fetch offline
     assert "| res-a | opus |" in out["markdown"]
+
+
+@given(st.dictionaries(st.integers(-5, 200), st.integers(1, 50), max_size=40))
+def test_percentiles_in_one_pass_agree_with_one_at_a_time(hist: dict[int, int]) -> None:
+    assert percentiles(hist, (1, 50, 95, 99, 100)) == [percentile(hist, p) for p in (1, 50, 95, 99, 100)]

@@ -23,7 +23,7 @@ from monitor.classify import HINTS
 from monitor.config import Config
 from monitor.pricing import price_for
 from monitor.results import FailureKind
-from monitor.rollup import HOUR_S, merge, percentile
+from monitor.rollup import HOUR_S, merge, percentile, percentiles
 
 from .model import (
     Change,
@@ -36,7 +36,7 @@ from .model import (
     Report,
     Totals,
 )
-from .source import HourRow, Period, ReportSource, SourceData, TransitionRow
+from .source import HourRow, KindRow, Period, ReportSource, SourceData, TransitionRow
 
 STATES = ("healthy", "degraded", "throttled", "down", "unknown")
 INCIDENT_STATES = ("down", "throttled")
@@ -112,7 +112,8 @@ def _pct(part: int, whole: int) -> float | None:
 
 
 def _pcts(hist: Mapping[int, int]) -> Percentiles:
-    return Percentiles(p50=percentile(hist, 50), p95=percentile(hist, 95), p99=percentile(hist, 99))
+    p50, p95, p99 = percentiles(hist, (50, 95, 99))
+    return Percentiles(p50=p50, p95=p95, p99=p99)
 
 
 def _diff(a: float | None, b: float | None, digits: int = 3) -> float | None:
@@ -145,6 +146,18 @@ class _Agg:
         if h.canaries or h.rechecks:
             self.hours.add(h.hour)
 
+    def combine(self, other: _Agg) -> None:
+        self.model = other.model or self.model
+        self.canaries += other.canaries
+        self.ok += other.ok
+        self.rechecks += other.rechecks
+        self.input_tokens += other.input_tokens
+        self.output_tokens += other.output_tokens
+        self.cost_usd += other.cost_usd
+        self.tps_sum += other.tps_sum
+        self.tps_n += other.tps_n
+        self.hours |= other.hours
+
 
 class _Builder:
     def __init__(self, cfg: Config, period: Period, data: SourceData) -> None:
@@ -154,15 +167,21 @@ class _Builder:
         self.aggs: dict[Key, _Agg] = defaultdict(_Agg)
         self.day_aggs: dict[tuple[Key, str], _Agg] = defaultdict(_Agg)
         for h in data.hours:
-            key = (h.resource, h.deployment)
-            self.aggs[key].add(h)
             day = self.day_of_hour.get(h.hour)
             if day is not None:
-                self.day_aggs[(key, day)].add(h)
-        self.hists: dict[tuple[Key, str, str], dict[int, int]] = defaultdict(dict)  # (key, metric, day)
-        for r in data.hists:
-            hist = self.hists[((r.resource, r.deployment), r.metric, r.day)]
-            hist[r.bucket] = hist.get(r.bucket, 0) + r.count
+                self.day_aggs[((h.resource, h.deployment), day)].add(h)
+        for (key, _), day_agg in self.day_aggs.items():  # a period is its days
+            self.aggs[key].combine(day_agg)
+        self.kinds: dict[Key, list[KindRow]] = defaultdict(list)
+        for k in data.kinds:
+            self.kinds[(k.resource, k.deployment)].append(k)
+        self.hists: dict[tuple[Key, str, str], dict[int, int]] = {  # (key, metric, day)
+            ((resource, deployment), metric, day): hist
+            for (day, resource, deployment, metric), hist in data.hists.items()}
+        self.period_hists: dict[tuple[Key, str], dict[int, int]] = {}  # merged once, used many times
+        for (key, metric, _day), hist in self.hists.items():
+            merge(self.period_hists.setdefault((key, metric), {}), hist)
+        self._all: dict[str, dict[int, int]] = {}
         self.transitions: dict[Key, list[TransitionRow]] = defaultdict(list)
         for t in sorted(data.transitions, key=lambda t: t.at):
             self.transitions[(t.resource, t.deployment)].append(t)
@@ -191,46 +210,51 @@ class _Builder:
         keys = list(self.aggs) if key is None else [key]
         aggs = [self.aggs[k] for k in keys if k in self.aggs]
         canaries = sum(a.canaries for a in aggs)
-        lat: dict[int, int] = {}
-        ttft: dict[int, int] = {}
-        for k in keys:
-            merge(lat, self.hist(k, "latency"))
-            merge(ttft, self.hist(k, "ttft"))
+        lat = self.all_hist("latency") if key is None else self.hist(key, "latency")
+        ttft = self.all_hist("ttft") if key is None else self.hist(key, "ttft")
         return {"canaries": canaries, "availability": _pct(sum(a.ok for a in aggs), canaries),
                 "latency_p95": percentile(lat, 95), "ttft_p95": percentile(ttft, 95),
                 "cost": sum(a.cost_usd for a in aggs), "output_tokens": sum(a.output_tokens for a in aggs)}
 
+    def all_hist(self, metric: str) -> dict[int, int]:
+        """Every deployment's histogram for the period, merged (once)."""
+        if metric not in self._all:
+            self._all[metric] = {}
+            for (_, m), hist in self.period_hists.items():
+                if m == metric:
+                    merge(self._all[metric], hist)
+        return self._all[metric]
+
     def hist(self, key: Key, metric: str, day: str | None = None) -> dict[int, int]:
+        """The histogram of one deployment for one day, or for the whole period (do not modify it)."""
         if day is not None:
             return self.hists.get((key, metric, day), {})
-        out: dict[int, int] = {}
-        for d, _ in self.period.days:
-            merge(out, self.hists.get((key, metric, d), {}))
-        return out
+        return self.period_hists.get((key, metric), {})
 
     def day(self, day: str, keys: Iterable[Key]) -> Day:
         canaries = ok = tin = tout = 0
         cost = 0.0
-        lat: dict[int, int] = {}
-        ttft: dict[int, int] = {}
+        keys = list(keys)
         for key in keys:
             a = self.day_aggs.get((key, day))
             if a is not None:
                 canaries, ok = canaries + a.canaries, ok + a.ok
                 tin, tout, cost = tin + a.input_tokens, tout + a.output_tokens, cost + a.cost_usd
-            merge(lat, self.hist(key, "latency", day))
-            merge(ttft, self.hist(key, "ttft", day))
+        if len(keys) == 1:
+            lat, ttft = self.hist(keys[0], "latency", day), self.hist(keys[0], "ttft", day)
+        else:
+            lat, ttft = {}, {}
+            for key in keys:
+                merge(lat, self.hist(key, "latency", day))
+                merge(ttft, self.hist(key, "ttft", day))
         return Day(date=day, canaries=canaries, ok=ok, availability_pct=_pct(ok, canaries),
                    latency_ms=_pcts(lat), ttft_ms=_pcts(ttft), input_tokens=tin, output_tokens=tout,
                    cost_usd=round(cost, 6))
 
     def failures(self, keys: Iterable[Key]) -> list[FailureKindCount]:
-        wanted = set(keys)
         counts: dict[str, int] = defaultdict(int)
         example: dict[str, tuple[float, str | None, str | None]] = {}
-        for r in self.data.kinds:
-            if (r.resource, r.deployment) not in wanted:
-                continue
+        for r in (r for key in keys for r in self.kinds.get(key, ())):
             counts[r.kind] += r.count
             latest = example.get(r.kind, (-1.0, None, None))[0]
             if (r.request_id or r.apim_request_id) and r.example_at >= latest:
@@ -308,11 +332,7 @@ class _Builder:
     def totals(self, deployments: list[DeploymentReport], earlier: _Builder) -> Totals:
         keys = [(d.resource, d.deployment) for d in deployments]
         canaries, ok = sum(d.canaries for d in deployments), sum(d.ok for d in deployments)
-        lat: dict[int, int] = {}
-        ttft: dict[int, int] = {}
-        for k in keys:
-            merge(lat, self.hist(k, "latency"))
-            merge(ttft, self.hist(k, "ttft"))
+        lat, ttft = self.all_hist("latency"), self.all_hist("ttft")
         cost = sum(d.cost_usd for d in deployments)
         out_tokens = sum(d.output_tokens for d in deployments)
         availability = _pct(ok, canaries)

@@ -1,17 +1,19 @@
-"""The report source on the embedded store: reads the hourly rollups and the state history only.
+"""The report source on the embedded store: reads the rollups and the state history only.
 
 Local days are made of whole UTC hours (an hour belongs to the day its start falls in), which is exact
-for every time zone whose offset is a whole number of hours.
+for every time zone whose offset is a whole number of hours. Latency histograms are kept per day in
+the store's zone (`reports.timezone` of the daemon that wrote them); a report in another zone rebuilds
+them from the hourly histograms, which are kept only as long as raw results.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from monitor.rollup import HOUR_S
+from monitor.rollup import HOUR_S, decode_hist
 from monitor.store import Store
 
-from .source import HistRow, HourRow, KindRow, Period, SourceData, TransitionRow
+from .source import Hists, HourRow, KindRow, Period, SourceData, TransitionRow
 
 
 class LocalSource:
@@ -37,10 +39,7 @@ class LocalSource:
             "FROM rollup_kind WHERE hour >= ? AND hour < ?) "
             "WINDOW w AS (PARTITION BY day, resource, deployment, kind)) WHERE rn = 1")
         kinds = [KindRow(*row) for row in self.store.query(kinds_sql, (*day_params, first, last))]
-        hists_sql = (
-            f"SELECT {day_case} AS day, resource, deployment, metric, bucket, sum(count) FROM rollup_hist "
-            "WHERE hour >= ? AND hour < ? GROUP BY day, resource, deployment, metric, bucket")
-        hists = [HistRow(*row) for row in self.store.query(hists_sql, (*day_params, first, last))]
+        hists = self._hists(period, first, last, day_case, day_params)
         start, end = period.start.timestamp(), period.end.timestamp()
         columns = "resource, deployment, at, from_state, to_state, kind, hint, request_id, apim_request_id"
         transitions = [TransitionRow(*row) for row in self.store.query(
@@ -48,6 +47,29 @@ class LocalSource:
             f"UNION ALL SELECT {columns} FROM (SELECT {columns}, max(at) FROM transitions "
             "WHERE at < ? GROUP BY resource, deployment) ORDER BY at", (start, end, start))]
         return SourceData(hours=hours, kinds=kinds, hists=hists, transitions=transitions, usage=None)
+
+    def _hists(self, period: Period, first: int, last: int, day_case: str, day_params: list[Any]) -> Hists:
+        """Per-day histograms: kept per day in the store's zone (fast); days not kept that way (another
+        zone, or written before the zone changed) are rebuilt from the hourly ones while those last."""
+        out: Hists = {}
+        if period.timezone == self.store.timezone:
+            for day, resource, deployment, metric, hist in self.store.query(
+                    "SELECT day, resource, deployment, metric, hist FROM rollup_hist_day "
+                    "WHERE tz = ? AND day >= ? AND day <= ?",
+                    (period.timezone, period.days[0][0], period.days[-1][0])):
+                out[(day, resource, deployment, metric)] = decode_hist(hist)
+        have = {key[0] for key in out}
+        bounds = [*period.days, ("", period.end)]
+        for (day, start), (_, end) in zip(bounds[:-1], bounds[1:], strict=True):
+            if day in have:
+                continue
+            sql = (f"SELECT {day_case} AS day, resource, deployment, metric, bucket, sum(count) "
+                   "FROM rollup_hist WHERE hour >= ? AND hour < ? "
+                   "GROUP BY day, resource, deployment, metric, bucket")
+            rows = self.store.query(sql, (*day_params, _hour(start.timestamp()), _hour(end.timestamp())))
+            for d, resource, deployment, metric, bucket, count in rows:
+                out.setdefault((d, resource, deployment, metric), {})[bucket] = count
+        return out
 
 
 def _hour(ts: float) -> int:

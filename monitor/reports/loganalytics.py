@@ -16,7 +16,7 @@ from typing import Any
 from monitor.errors import MonitorError
 from monitor.rollup import HOUR_S
 
-from .source import HistRow, HourRow, KindRow, Period, SourceData, TransitionRow, UsageRow
+from .source import Hists, HourRow, KindRow, Period, SourceData, TransitionRow, UsageRow
 
 QUERIES = ("hours", "kinds", "hists", "transitions", "usage")
 HISTORY_DAYS = 400  # how far back transitions.kql looks for the state a period began in
@@ -71,8 +71,7 @@ class LogAnalyticsSource:
             kinds=[KindRow(r["day"], r["resource"], r["deployment"], r["outcome"], int(r["count"]),
                            r["request_id"] or None, r["apim_request_id"] or None, _epoch(r["example_at"]))
                    for r in tables["kinds"]],
-            hists=[HistRow(r["day"], r["resource"], r["deployment"], r["metric"], int(r["bucket"]),
-                           int(r["count"])) for r in tables["hists"]],
+            hists=_hists(tables["hists"]),
             transitions=[TransitionRow(r["resource"], r["deployment"], _epoch(r["at"]), r["from_state"],
                                        r["to_state"], r["cause"] or None, r["hint"] or None,
                                        r["request_id"] or None, r["apim_request_id"] or None)
@@ -110,6 +109,14 @@ class LogAnalyticsSource:
         table = tables[0]
         columns: list[str] = list(table.columns)
         return [dict(zip(columns, list(row), strict=True)) for row in table.rows]
+
+
+def _hists(rows: list[dict[str, Any]]) -> Hists:
+    out: Hists = {}
+    for r in rows:
+        hist = out.setdefault((r["day"], r["resource"], r["deployment"], r["metric"]), {})
+        hist[int(r["bucket"])] = hist.get(int(r["bucket"]), 0) + int(r["count"])
+    return out
 
 
 def _message(exc: Any) -> str:

@@ -55,14 +55,8 @@ class KindRow:
     example_at: float
 
 
-@dataclass(frozen=True, slots=True)
-class HistRow:
-    day: str
-    resource: str
-    deployment: str
-    metric: str  # "latency" | "ttft"
-    bucket: int
-    count: int
+# (local date, resource, deployment, metric "latency" | "ttft") -> {bucket: count}
+Hists = dict[tuple[str, str, str, str], dict[int, int]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +86,7 @@ class UsageRow:
 class SourceData:
     hours: list[HourRow]
     kinds: list[KindRow]
-    hists: list[HistRow]
+    hists: Hists
     transitions: list[TransitionRow]  # in the period, plus the last one before it per deployment
     usage: list[UsageRow] | None  # None: this source cannot know real traffic
     notes: tuple[str, ...] = ()  # e.g. partial results
