@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -91,11 +92,36 @@ async def drive(daemon: Daemon, duration: float, samples: list[tuple[float, floa
     await task
 
 
+CAPTURE = """
+import signal, sys, time
+from tests.capture import CaptureServer
+c = CaptureServer().start()
+print(c.port, flush=True)
+signal.sigwait([signal.SIGTERM])
+"""
+
+
+def start_telemetry(tmp: Path) -> tuple[Any, subprocess.Popen[str]]:
+    """OtelTelemetry as `run` builds it, exporting to a capture server in a separate process."""
+    from monitor.telemetry import Exporters, OtelTelemetry, azure_exporters
+
+    proc = subprocess.Popen([sys.executable, "-c", CAPTURE], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    port = int(proc.stdout.readline())
+    conn = f"InstrumentationKey=00000000-0000-4000-8000-000000000001;IngestionEndpoint=http://127.0.0.1:{port}/"
+    exporters = Exporters()
+    exporters.add("azure-monitor", *azure_exporters(conn, config_mod.Telemetry(), tmp / "telemetry"))
+    return OtelTelemetry(exporters, instance_id="bench", location="bench"), proc
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--deployments", type=int, default=1000)
     ap.add_argument("--interval", default="10s")
     ap.add_argument("--duration", default="150s")
+    ap.add_argument("--telemetry", action="store_true",
+                    help="record every canary through OpenTelemetry (Prometheus, and Azure Monitor exporters "
+                         "sending to a capture server in another process), as `run` does")
     args = ap.parse_args()
     duration = parse_duration(args.duration)
     with tempfile.TemporaryDirectory() as tmpdir:
@@ -104,7 +130,8 @@ def main() -> None:
         try:
             cfg = config_mod.loads(config_text(args.deployments, base_url, key, args.interval, tmp / "data"))
             store = Store.open(tmp / "data" / "results.sqlite3")
-            daemon = Daemon(cfg, store, Options(config_path=""))
+            telemetry, capture = (start_telemetry(tmp) if args.telemetry else (None, None))
+            daemon = Daemon(cfg, store, Options(config_path=""), telemetry=telemetry)
             samples: list[tuple[float, float]] = []
             cpu0, wall0 = time.process_time(), time.monotonic()
             asyncio.run(drive(daemon, duration, samples))
@@ -115,6 +142,9 @@ def main() -> None:
         finally:
             emu.send_signal(signal.SIGTERM)
             emu.wait(10)
+            if capture is not None:
+                capture.send_signal(signal.SIGTERM)
+                capture.wait(10)
     canaries = len(rows)
     ok = sum(1 for r in rows if r["kind"] == "ok")
     lat_err = [abs(r["total_s"] - truth[r["request_id"]]["total_s"]) * 1000 for r in rows
