@@ -172,6 +172,9 @@ class _Builder:
                 self.day_aggs[((h.resource, h.deployment), day)].add(h)
         for (key, _), day_agg in self.day_aggs.items():  # a period is its days
             self.aggs[key].combine(day_agg)
+        if data.seen_hours is not None:
+            for key, agg in self.aggs.items():
+                agg.hours = data.seen_hours.get(key, set())
         self.kinds: dict[Key, list[KindRow]] = defaultdict(list)
         for k in data.kinds:
             self.kinds[(k.resource, k.deployment)].append(k)

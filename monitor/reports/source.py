@@ -84,12 +84,15 @@ class UsageRow:
 
 @dataclass(frozen=True, slots=True)
 class SourceData:
+    # counts per deployment and hour, or coarser (a row may sum a whole local day: its `hour` is then
+    # any hour of that day, and `seen_hours` says which hours had canaries)
     hours: list[HourRow]
     kinds: list[KindRow]
     hists: Hists
     transitions: list[TransitionRow]  # in the period, plus the last one before it per deployment
     usage: list[UsageRow] | None  # None: this source cannot know real traffic
     notes: tuple[str, ...] = ()  # e.g. partial results
+    seen_hours: dict[tuple[str, str], set[int]] | None = None  # None: the hours of `hours` rows with canaries
 
 
 class ReportSource(Protocol):
