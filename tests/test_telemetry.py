@@ -167,7 +167,9 @@ def test_metric_attributes_are_bounded_and_never_carry_ids_messages_or_secrets()
 @pytest.mark.timeout(90)
 def test_ingestion_outage_loses_nothing_and_sends_nothing_twice(tmp_path: Path) -> None:
     """503 for a while, then connection refused, then back: every canary's availability record and span
-    arrive exactly once (offline storage under the data directory, re-sent after a later success)."""
+    arrive exactly once (offline storage under the data directory, re-sent after a later success).
+    Time is compressed: each flush stands for one 5 s export of the batch processors, so 36 failed
+    exports in each phase are three minutes of 503 and three of a dead endpoint."""
     cap = CaptureServer().start()
     storage = tmp_path / "telemetry"
     tel = telemetry_to(cap, storage, storage_min_retry_interval=1)
@@ -183,9 +185,11 @@ def test_ingestion_outage_loses_nothing_and_sends_nothing_twice(tmp_path: Path) 
     try:
         canary(3)  # healthy
         cap.status = 503
-        canary(4)
+        for _ in range(36):
+            canary(2)
         cap.stop()  # down: connection refused
-        canary(4)
+        for _ in range(36):
+            canary(2)
         assert any(storage.rglob("*.blob*")), "nothing was kept while ingestion was down"
         cap.start()
         cap.status = 200
@@ -194,7 +198,7 @@ def test_ingestion_outage_loses_nothing_and_sends_nothing_twice(tmp_path: Path) 
             return {base_data(a)["properties"]["foundry_monitor.request_id"]
                     for a in c.of_type("AvailabilityData")} >= set(sent)
 
-        for _ in range(40):  # later successful exports drain the stored batches (bounded)
+        for _ in range(200):  # later successful exports drain the stored batches, 10 a time (bounded)
             if all_arrived(cap):
                 break
             canary(1)
