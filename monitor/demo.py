@@ -134,6 +134,6 @@ def _summary(store: Store, data_dir: Path, console: Console, daemon: Daemon) -> 
     query = "select deployment, kind, total_s, request_id from results limit 5"
     console.print(f"results store: {store.path}  (try: sqlite3 {store.path} '{query}')")
     console.print(f"daemon log:    {data_dir / 'demo.log'}")
-    console.print("while running, the daemon served /status, /metrics and /debug/<deployment> on "
-                  f"http://127.0.0.1:{daemon.port}/")
+    console.print("while running, the daemon served its status page (/), /status, /metrics and "
+                  f"/debug/<deployment> on http://127.0.0.1:{daemon.port}/")
     logging.getLogger("monitor").handlers.clear()
