@@ -328,3 +328,16 @@ def test_only_an_unsharded_daemon_or_shard_zero_sends(tmp_path: Path, certs: Cer
     assert make_daemon(tmp_path, text).weekly is not None
     assert make_daemon(tmp_path, text, shard=(0, 2)).weekly is not None
     assert make_daemon(tmp_path, text, shard=(1, 2)).weekly is None
+
+
+def test_email_charts_draw_their_labels() -> None:
+    from pathlib import Path as _Path
+
+    from monitor.notify.weekly import png
+    from monitor.reports import charts
+
+    if not any(_Path("/usr/share/fonts").rglob("DejaVuSans.ttf")):
+        pytest.skip("DejaVu Sans is not installed (the test command installs fonts-dejavu-core)")
+    labelled = png(charts.bar_chart("Canary cost per day", ["2026-11-01", "2026-11-02"], [1.0, 2.0]))
+    blank = png(charts.bar_chart("", ["", ""], [1.0, 2.0]))
+    assert labelled.startswith(b"\x89PNG") and labelled != blank  # the title and labels became pixels

@@ -66,8 +66,6 @@ def subject(week: Report) -> str:
 
 
 def compose(week: Report, month: Report, sender: str, to: tuple[str, ...]) -> Email:
-    from resvg_py import svg_to_bytes
-
     labels = [d.date for d in week.overall.days]
     svgs = {
         "availability": charts.line_chart(
@@ -81,11 +79,19 @@ def compose(week: Report, month: Report, sender: str, to: tuple[str, ...]) -> Em
         "cost": charts.bar_chart("Canary cost per day (USD)", labels, [x.cost_usd for x in week.overall.days],
                                  color=charts.PALETTE[2]),
     }
-    images = {cid: bytes(svg_to_bytes(svg_string=svg, background="#ffffff")) for cid, svg in svgs.items()}
+    images = {cid: png(svg) for cid, svg in svgs.items()}
     rows = _rows(week, month)
     html = _ENV.get_template("weekly.html.j2").render(week=week, month=month, rows=rows, cids=list(images))
     return Email(sender=sender, to=to, subject=subject(week), text=text(week, month, rows), html=html,
                  images=images)
+
+
+def png(svg: str) -> bytes:
+    """A chart as PNG. resvg maps the generic sans-serif to Arial, absent on Debian: name DejaVu Sans
+    (the image ships fonts-dejavu-core), or the charts lose every label."""
+    from resvg_py import svg_to_bytes
+
+    return bytes(svg_to_bytes(svg_string=svg, background="#ffffff", sans_serif_family="DejaVu Sans"))
 
 
 def _rows(week: Report, month: Report) -> list[dict[str, str]]:

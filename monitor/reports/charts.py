@@ -119,7 +119,8 @@ def sparkline(values: Sequence[float | None], *, width: int = 120, height: int =
 def _open(width: int, height: int, title: str) -> str:
     return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
             f'viewBox="0 0 {width} {height}" role="img" aria-label="{escape(title)}">'
-            "<style>.t{font:bold 12px sans-serif;fill:#111}.a{font:10px sans-serif;fill:#555}"
+            "<style>.t{font:bold 12px 'DejaVu Sans',sans-serif;fill:#111}"
+            ".a{font:10px 'DejaVu Sans',sans-serif;fill:#555}"
             ".g{stroke:#ddd;stroke-width:1}</style>")
 
 
