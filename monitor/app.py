@@ -96,24 +96,27 @@ def build_auth(res: Resource) -> AuthProvider:
     return ApiKeyAuth(res.auth.api_key, res.api_key_header)
 
 
-def build_client(max_timeout: float) -> httpx.AsyncClient:
+def build_client(max_timeout: float, pool: int = POOL_PER_RESOURCE) -> httpx.AsyncClient:
     return httpx.AsyncClient(
         timeout=probe.client_timeout(max_timeout),
         # keep idle connections a minute (httpx's default is 5 s): with intervals of a few seconds or more,
         # every canary would otherwise pay a new TCP + TLS handshake and report it as Foundry's latency
-        limits=httpx.Limits(max_connections=POOL_PER_RESOURCE, max_keepalive_connections=POOL_PER_RESOURCE,
+        limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool,
                             keepalive_expiry=KEEPALIVE_S),
         follow_redirects=False,
     )
 
 
-def build_fleet(cfg: Config, only: set[str] | None = None, shard: tuple[int, int] | None = None) -> Fleet:
+def build_fleet(cfg: Config, only: set[str] | None = None, shard: tuple[int, int] | None = None,
+                max_concurrency: int = POOL_PER_RESOURCE) -> Fleet:
+    """A connection pool per resource as large as the canaries that may be in flight at once: a canary
+    waiting for a pooled connection would spend its timeout queueing and be stored as a timeout."""
     fleet = Fleet(build_targets(cfg, only, shard))
     used = {t.resource for t in fleet.targets}
     for res in cfg.resources:
         if res.name in used:
             timeout = max(t.settings.timeout for t in fleet.targets if t.resource == res.name)
-            fleet.clients[res.name] = build_client(timeout)
+            fleet.clients[res.name] = build_client(timeout, max(POOL_PER_RESOURCE, max_concurrency))
             fleet.auths[res.name] = build_auth(res)
     return fleet
 

@@ -40,7 +40,9 @@ class ApiKeyAuth:
     mode = AuthMode.API_KEY
 
     def __init__(self, key: Secret, header: str = "x-api-key") -> None:
-        self._headers = {header: key.reveal()}
+        # stray whitespace (a newline from `echo` into an env var) is not part of a key, and an illegal
+        # header value would make the HTTP library quote the whole key in its error message
+        self._headers = {header: key.reveal().strip()}
 
     async def headers(self) -> dict[str, str]:
         return self._headers

@@ -95,7 +95,7 @@ class Daemon:
         self.telemetry: Telemetry = telemetry or NullTelemetry()
         self.writer = ResultWriter(store)
         self.health = HealthTracker.restore(store.get_state("health") or {})
-        self.fleet = build_fleet(cfg, shard=opts.shard)
+        self.fleet = build_fleet(cfg, shard=opts.shard, max_concurrency=opts.max_concurrency)
         self.scheduler = CanaryScheduler(self.fleet, self, max_concurrency=opts.max_concurrency,
                                          location=opts.location, now=opts.now,
                                          rng=random.Random(opts.seed))  # noqa: S311 - jitter only
@@ -124,6 +124,7 @@ class Daemon:
         self.telemetry.record(r, cost)
         key = (r.resource, r.deployment)
         self.last[key] = r
+        self._dirty = True  # the snapshot carries last-result times and streaks: keep it fresh (every 15 s)
         counts = self.counts.setdefault(key, [0, 0])
         counts[0] += 1
         if not r.ok:
@@ -358,7 +359,8 @@ class Daemon:
                   ok=False, error=str(exc))
             return False
         old_fleet = self.fleet
-        self.cfg, self.fleet = new, build_fleet(new, shard=self.opts.shard)
+        self.cfg = new
+        self.fleet = build_fleet(new, shard=self.opts.shard, max_concurrency=self.opts.max_concurrency)
         added, removed = self.scheduler.replace(self.fleet)
         for key in removed:
             if key not in {t.key for t in self.fleet.targets}:

@@ -61,7 +61,9 @@ def setup(level: str = "info", fmt: str = "auto", stream: Any = None) -> None:
     for noisy in ("apscheduler", "httpx", "httpcore", "uvicorn", "uvicorn.error", "azure"):
         logging.getLogger(noisy).setLevel(logging.WARNING if level != "debug" else logging.INFO)
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
-    logging.getLogger("apscheduler.executors.default").setLevel(logging.ERROR)
+    # a canary cancelled at shutdown surfaces as "job raised an exception" with a plain-text traceback;
+    # the scheduler records every outcome itself, so these are not worth a line
+    logging.getLogger("apscheduler.executors.default").setLevel(logging.CRITICAL)
     logging.getLogger("apscheduler.scheduler").setLevel(logging.ERROR)
 
 

@@ -327,6 +327,9 @@ def _transport_kind(exc: httpx.TransportError) -> Transport:
 
 def _short(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+    if "header" in text.lower() and ("illegal" in text.lower() or "invalid" in text.lower()):
+        # the HTTP library quotes the offending header value, which may be the API key or token
+        text = "a request header value is not valid HTTP (check the API key or token for stray characters)"
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 

@@ -139,6 +139,9 @@ class Store:
         for number in range(version, len(MIGRATIONS)):
             with self._conn:
                 self._conn.execute("BEGIN IMMEDIATE")
+                # another process may have migrated while we waited for the write lock
+                if self._conn.execute("PRAGMA user_version").fetchone()[0] > number:
+                    continue
                 self._conn.executescript(MIGRATIONS[number].replace("\n    ", "\n"))
                 if number + 1 == ROLLUPS_FROM:
                     self._backfill_rollups()
@@ -367,9 +370,15 @@ class ResultWriter:
     async def _write(self, rows: list[tuple[Any, ...]]) -> None:
         while len(rows) < self._batch and not self._queue.empty():
             rows.append(self._queue.get_nowait())
+        write = asyncio.ensure_future(asyncio.to_thread(self._store.save_results, rows))
         try:
-            await asyncio.to_thread(self._store.save_results, rows)
+            # shielded: a stop() arriving mid-write lets the batch land (and be counted), never drops it
+            await asyncio.shield(write)
             self.written += len(rows)
+        except asyncio.CancelledError:
+            await write
+            self.written += len(rows)
+            raise
         except StoreError:
             self.failures += 1
             for row in rows:  # keep them; the next batch retries
