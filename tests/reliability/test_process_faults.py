@@ -331,9 +331,6 @@ def test_sigterm_with_500_canaries_in_flight_exits_0_within_15s_and_the_store_is
     assert cut <= cancelled, sorted(cut - cancelled)[:5]
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="BUG: ResultWriter.stop() cancels a batch in progress: results "
-                   "recorded just before the stop are lost, or written but not counted")
 @pytest.mark.timeout(120)
 def test_sigterm_stores_and_counts_every_canary_the_emulator_saw_start(sigterm_run: Stopped) -> None:
     run = sigterm_run
@@ -426,9 +423,6 @@ def test_an_incident_opened_just_before_a_sigkill_is_closed_when_the_deployment_
     assert scalar(store, open_incidents) == 0, "the incident stays open forever"
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="BUG: httpx's pool holds 64 connections per resource whatever "
-                   "--max-concurrency says; canaries queued for a connection are reported as timeouts")
 @pytest.mark.timeout(90)
 def test_max_concurrency_above_64_on_one_resource_does_not_turn_queueing_into_timeouts(
         tmp_path: Path) -> None:
