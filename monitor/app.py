@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,9 +27,9 @@ def data_dir(cfg: Config) -> Path:
     path = Path(os.environ.get("FOUNDRY_MONITOR_DATA_DIR") or cfg.data_dir)
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe_file = path / ".write-test"
-        probe_file.write_text("ok")
-        probe_file.unlink()
+        # a unique probe file: several processes (daemon, report, check) may start at the same moment
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
+            pass
     except OSError as exc:
         raise MonitorError(f"data_dir {path} is not writable ({exc.strerror}); set data_dir in the config "
                            "or FOUNDRY_MONITOR_DATA_DIR") from None
