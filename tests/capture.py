@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import gzip
 import json
-import ssl
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from .loopback import serve_http
 
 
 class CaptureServer:
@@ -24,7 +25,6 @@ class CaptureServer:
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._httpd: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -56,16 +56,8 @@ class CaptureServer:
                 self.end_headers()
                 self.wfile.write(data)
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self._httpd.daemon_threads = True
-        if self.tls:
-            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            ctx.load_cert_chain(*self.tls)
-            self._httpd.socket = ctx.wrap_socket(self._httpd.socket, server_side=True)
+        self._httpd = serve_http(Handler, self.tls, self.port)
         self.port = self._httpd.server_address[1]
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                        daemon=True)
-        self._thread.start()
         return self
 
     def stop(self) -> None:

@@ -8,12 +8,12 @@ import base64
 import hashlib
 import hmac
 import json
-import ssl
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from .loopback import serve_http
 
 KEY = base64.b64encode(b"acs-access-key-3c8e-secret").decode()
 
@@ -79,14 +79,8 @@ class FakeAcs:
                 op = self.path.split("/")[-1].split("?")[0]
                 self._answer(200, {"id": op, "status": "Succeeded"})
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.load_cert_chain(*self.tls)
-        self._httpd.socket = ctx.wrap_socket(self._httpd.socket, server_side=True)
+        self._httpd = serve_http(Handler, self.tls)
         self.port = self._httpd.server_address[1]
-        threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                         daemon=True).start()
         return self
 
     def stop(self) -> None:

@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import ssl
-import threading
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,6 +23,7 @@ from monitor.pricing import cost_usd
 from monitor.reports.loganalytics import QUERIES, kql_text
 from monitor.results import CanaryResult
 
+from .loopback import serve_http
 from .report_seed import Seed
 
 Table = tuple[list[tuple[str, str]], list[list[Any]]]  # (column name, type), rows
@@ -71,14 +70,8 @@ class FakeLogAnalytics:
                 self.end_headers()
                 self.wfile.write(data)
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.load_cert_chain(*self.tls)
-        self._httpd.socket = ctx.wrap_socket(self._httpd.socket, server_side=True)
+        self._httpd = serve_http(Handler, self.tls)
         self.port = self._httpd.server_address[1]
-        threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                         daemon=True).start()
         return self
 
     def stop(self) -> None:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -61,3 +63,17 @@ def http_response(status: int, body: bytes, content_type: str = "application/jso
                   extra: str = "") -> bytes:
     return (f"HTTP/1.1 {status} X\r\ncontent-type: {content_type}\r\ncontent-length: {len(body)}\r\n"
             f"{extra}\r\n").encode() + body
+
+
+def serve_http(handler: type[BaseHTTPRequestHandler], tls: tuple[str, str] | None = None,
+               port: int = 0) -> ThreadingHTTPServer:
+    """A threaded http.server on 127.0.0.1 (https with `tls` = (chain, key)), serving in the background.
+    Stop it with shutdown() and server_close()."""
+    httpd = ThreadingHTTPServer(("127.0.0.1", port), handler)
+    httpd.daemon_threads = True
+    if tls:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(*tls)
+        httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True)
+    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    return httpd
