@@ -14,7 +14,7 @@ import signal
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from . import config as config_mod
 from .app import build_fleet
@@ -22,13 +22,15 @@ from .classify import HINTS
 from .errors import ConfigError, MonitorError
 from .health import Change, HealthTracker, Key, State, Transition
 from .logs import canary_fields, event
-from .notify.weekly import WeeklyJob
 from .pricing import cost_usd
-from .reports.model import Report
 from .results import CanaryResult, FailureKind
 from .scheduler import CanaryScheduler
 from .server import bound_port, build_app, build_server
 from .store import ResultWriter, Store, result_row
+
+if TYPE_CHECKING:  # the weekly email (jinja2, resvg) loads only when it is enabled
+    from .notify.weekly import WeeklyJob
+    from .reports.model import Report
 
 log = logging.getLogger("monitor.daemon")
 
