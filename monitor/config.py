@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
-from .durations import parse_duration
+from .durations import format_duration, parse_duration
 from .errors import ConfigError, ConfigProblem
 from .secrets import Secret
 from .yamlsource import Document, load_document
@@ -22,19 +22,27 @@ DEFAULT_SCOPE = "https://cognitiveservices.azure.com/.default"
 DEFAULT_PROMPT = "Reply with the single word OK."
 
 
+# Ten years: far above any sane interval or retention (the longest default is 400d), and far below what
+# would overflow downstream: timedelta (999999999 days), a datetime a duration from now (year 9999),
+# threading/socket timeouts (about 292 years), APScheduler's IntervalTrigger, loop.call_later.
+MAX_DURATION = 3650 * 86400.0
+
+
 def _duration(v: Any) -> float:
     if isinstance(v, bool) or not isinstance(v, str):
-        raise ValueError(f"expected a duration like 30s or 5m, got {v!r}")
+        raise ValueError(f"expected a duration like 30s or 5m, got {_named(v)}")
     return parse_duration(v)
 
 
-def _positive(v: float) -> float:
+def _in_range(v: float) -> float:
     if v <= 0:
         raise ValueError("must be longer than 0s")
+    if not v <= MAX_DURATION:  # `not <=`: also catches inf (a number of digits too long for a float)
+        raise ValueError(f"must be at most {format_duration(MAX_DURATION)}")
     return v
 
 
-Duration = Annotated[float, BeforeValidator(_duration), AfterValidator(_positive)]
+Duration = Annotated[float, BeforeValidator(_duration), AfterValidator(_in_range)]
 
 
 class _Model(BaseModel):
@@ -157,10 +165,23 @@ class Server(_Model):
     bearer_token: Secret | None = None
 
 
+class _Unreadable(ValueError):
+    """A validator's message that quotes parts of the value; ``brief`` quotes only the whole value, which
+    the loader replaces by the text as written (for a value that came from a ${VAR})."""
+
+    def __init__(self, message: str, brief: str) -> None:
+        super().__init__(message)
+        self.brief = brief
+
+
 def _schedule(text: str) -> str:
     from .notify.schedule import check
 
-    return check(text)
+    try:
+        return check(text)
+    except ValueError as exc:  # APScheduler's reason quotes the offending field
+        raise _Unreadable(str(exc), f'cannot read schedule "{text}"; write a weekday and a time like '
+                                    '"mon 08:00", or five crontab fields like "0 8 * * mon"') from None
 
 
 class Weekly(_Model):
@@ -291,10 +312,11 @@ def _problems(doc: Document, exc: ValidationError) -> list[ConfigProblem]:
     out = []
     for err in exc.errors(include_url=False):
         loc = _key_path(doc.data, err["loc"])
-        message, got = _message(err, loc), err.get("input")
-        if loc in doc.written and isinstance(got, str):  # show what was written, not an expanded secret
-            written = f'"{doc.written[loc]}"'
-            message = message.replace(f'"{got}"', written).replace(repr(got), written)
+        got = err.get("input")
+        shown = _shown(got, doc, loc, err["type"])
+        message = _message(err, loc, shown, from_env=loc in doc.written)
+        if isinstance(got, str) and got:  # a validator's own message quotes the value as it was read
+            message = message.replace(f'"{got}"', shown)
         out.append(doc.problem(loc, message))
     return out
 
@@ -316,9 +338,8 @@ def _key_path(data: Any, loc: tuple[int | str, ...]) -> KeyPath:
     return tuple(out)
 
 
-def _message(err: Any, loc: KeyPath) -> str:
+def _message(err: Any, loc: KeyPath, shown: str, from_env: bool) -> str:
     kind, got = err["type"], err.get("input")
-    shown = _shown(got)
     if kind == "extra_forbidden":
         allowed = _allowed_keys(loc[:-1])
         near = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
@@ -327,6 +348,9 @@ def _message(err: Any, loc: KeyPath) -> str:
     if kind == "missing":
         return "required key is missing"
     if kind == "value_error":
+        error = err.get("ctx", {}).get("error")
+        if from_env and isinstance(error, _Unreadable):
+            return error.brief
         return str(err["msg"]).removeprefix("Value error, ")
     simple = {
         "int_parsing": "expected a whole number", "int_type": "expected a whole number",
@@ -347,15 +371,38 @@ def _message(err: Any, loc: KeyPath) -> str:
     return f"{err['msg'][0].lower()}{err['msg'][1:]}, got {shown}"
 
 
-def _shown(got: Any) -> str:
-    """The offending value; a whole mapping or list is named, not printed (it may hold an expanded secret)."""
-    if isinstance(got, str):
-        return f'"{got}"'
+_MAPPING_EXPECTED = frozenset({"model_type", "model_attributes_type", "dict_type"})
+_REFERENCE = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*(?::-)?\}")  # ${VAR} or ${VAR:-}: no literal default
+
+
+def _shown(got: Any, doc: Document, loc: KeyPath, kind: str) -> str:
+    """The offending value as an error may show it. Text is shown as written (a ${VAR} stays a reference),
+    except at a secret key, and except where a mapping was expected: a block written on one line (`auth:
+    api_key=...`) would be printed, so only text made of this mapping's key names and ${VAR}s is shown."""
+    if not isinstance(got, str):
+        return _named(got)
+    text = doc.as_written(loc, got)
+    if any(part in _SECRET_KEYS for part in loc) or (
+            kind in _MAPPING_EXPECTED and not _only_key_names(text, loc)):
+        return "a string"
+    return f'"{text}"'
+
+
+def _named(got: Any) -> str:
+    """A value that is not text: a number or true/false as given; anything else by its kind only (a list
+    or mapping may hold an expanded ${VAR})."""
+    if got is None or isinstance(got, bool | int | float):
+        return repr(got)
     if isinstance(got, dict):
         return "a mapping"
     if isinstance(got, list):
         return "a list"
-    return repr(got)
+    return f"a {type(got).__name__}"
+
+
+def _only_key_names(text: str, loc: KeyPath) -> bool:
+    allowed = _allowed_keys(loc)
+    return all(w in allowed or _REFERENCE.fullmatch(w) for w in re.split(r"[\s:=]+", text.strip()))
 
 
 def _allowed_keys(loc: KeyPath) -> list[str]:
@@ -380,6 +427,25 @@ def _model_of(tp: Any) -> Any:
     return None if get_origin(tp) is None else None
 
 
+def _secret_keys(model: Any) -> frozenset[str]:
+    """The names of every Secret field in ``model`` and the models under it."""
+
+    def holds_secret(tp: Any) -> bool:
+        return tp is Secret or any(holds_secret(arg) for arg in get_args(tp))
+
+    out: set[str] = set()
+    for name, field in model.model_fields.items():
+        if holds_secret(field.annotation):
+            out.add(name)
+        sub = _model_of(field.annotation)
+        if sub is not None and sub is not model:
+            out |= _secret_keys(sub)
+    return frozenset(out)
+
+
+_SECRET_KEYS = _secret_keys(Config)  # api_key, bearer_token, password, connection_string
+
+
 _RESOURCE_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?")
 
 
@@ -390,9 +456,10 @@ def _rules(cfg: Config, doc: Document) -> Iterator[ConfigProblem]:
     said: set[KeyPath] = set()  # a bad `defaults` pair is reported once, not once per deployment
     for i, res in enumerate(cfg.resources):
         at: KeyPath = ("resources", i)
+        res_name = doc.as_written((*at, "name"), res.name)  # as written: never a ${VAR}'s value
         if res.name in seen_resources:
             first = seen_resources[res.name]
-            msg = f'duplicate resource name "{res.name}" (also resources[{first}])'
+            msg = f'duplicate resource name "{res_name}" (also resources[{first}])'
             yield doc.problem((*at, "name"), msg)
         seen_resources.setdefault(res.name, i)
         yield from _endpoint_rules(res, doc, at)
@@ -408,8 +475,9 @@ def _rules(cfg: Config, doc: Document) -> Iterator[ConfigProblem]:
         for j, dep in enumerate(res.deployments):
             dat: KeyPath = (*at, "deployments", j)
             if dep.name in seen:
-                yield doc.problem((*dat, "name"), f'duplicate deployment name "{dep.name}" in resource '
-                                                  f'"{res.name}" (also deployments[{seen[dep.name]}])')
+                dep_name = doc.as_written((*dat, "name"), dep.name)
+                yield doc.problem((*dat, "name"), f'duplicate deployment name "{dep_name}" in resource '
+                                                  f'"{res_name}" (also deployments[{seen[dep.name]}])')
             seen.setdefault(dep.name, j)
             s = dep.settings(cfg.defaults)
             if s.interval < s.timeout:
@@ -458,10 +526,11 @@ def _endpoint_rules(res: Resource, doc: Document, at: KeyPath) -> Iterator[Confi
         yield doc.problem(
             (*at, "resource"),
             "expected an Azure resource name like my-foundry (letters, digits, hyphens), "
-            f'got "{res.resource}"; put a URL under base_url',
+            f'got "{doc.as_written((*at, "resource"), res.resource)}"; put a URL under base_url',
         )
     elif res.base_url is not None and not re.match(r"https?://[^/\s]+", res.base_url):
         yield doc.problem(
             (*at, "base_url"),
-            f'expected a URL like https://NAME.services.ai.azure.com/anthropic/, got "{res.base_url}"',
+            "expected a URL like https://NAME.services.ai.azure.com/anthropic/, "
+            f'got "{doc.as_written((*at, "base_url"), res.base_url)}"',
         )

@@ -47,6 +47,11 @@ class Document:
                 return self.lines[path[:n]]
         return None
 
+    def as_written(self, path: Path, value: str) -> str:
+        """The text at ``path`` as the file has it: a ${VAR} stays a reference, never what it expands to
+        (an error message must not print a value that came from the environment)."""
+        return self.written.get(path, value)
+
     def problem(self, path: Path, message: str) -> ConfigProblem:
         return ConfigProblem(self.file, self.line_of(path), path_str(path), message)
 

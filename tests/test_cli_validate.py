@@ -169,6 +169,33 @@ def test_validate_of_a_misindented_config_does_not_leak_the_key(
     assert FAKE_KEY not in err
 
 
+@pytest.mark.parametrize("auth", [f"auth:\n      api_key {FAKE_KEY}", f"auth: api_key={FAKE_KEY}"],
+                         ids=["missing-colon", "key-value-on-one-line"])
+def test_validate_of_a_malformed_auth_block_names_the_mistake_without_the_literal_key(
+    auth: str, env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    bad = tmp_path / "checks.yaml"
+    bad.write_text("resources:\n  - name: main\n    resource: my-foundry\n    " + auth + "\n"
+                   "    deployments:\n      - name: claude-haiku-4-5\n", encoding="utf-8")
+    code, out, err = run(["validate", "--config", str(bad)], capsys)
+    assert (code, out) == (2, "")
+    assert err == f"error: {bad}:4: resources[0].auth: expected a mapping of keys, got a string\n"
+
+
+def test_validate_of_an_interval_too_long_to_schedule_exits_2_with_the_limit(
+    env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    bad = tmp_path / "checks.yaml"
+    bad.write_text(CHECKS_YAML.read_text(encoding="utf-8").replace("interval: 60s", "interval: 99999999999d"),
+                   encoding="utf-8")
+    env.setenv("ANTHROPIC_FOUNDRY_RESOURCE", "my-foundry")
+    env.setenv("ANTHROPIC_FOUNDRY_API_KEY", FAKE_KEY)
+    code, out, err = run(["validate", "--config", str(bad)], capsys)
+    assert (code, out) == (2, "")
+    assert err.startswith(f"error: {bad}:") and err.endswith(": defaults.interval: must be at most 3650d\n")
+    assert "Traceback" not in err
+
+
 # --- as a user runs it: a separate process with an explicit environment -------------------------------
 
 

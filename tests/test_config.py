@@ -275,6 +275,43 @@ def test_bad_durations_are_rejected_with_the_expected_form(text: str) -> None:
     assert "expected a duration like 30s or 5m" in message or "must be longer than 0s" in message
 
 
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ("defaults:\n  interval: 99999999999d\n", "checks.yaml:2: defaults.interval"),  # past timedelta
+        ("defaults:\n  timeout: 3651d\n", "checks.yaml:2: defaults.timeout"),
+        ("defaults:\n  latency_slo: 1" + "0" * 400 + "d\n", "checks.yaml:2: defaults.latency_slo"),  # inf
+        ("store:\n  rollup_retention: 5000d\n", "checks.yaml:2: store.rollup_retention"),
+        ("reports:\n  weekly:\n    grace: 87600000h\n", "checks.yaml:3: reports.weekly.grace"),
+    ],
+    ids=["past-timedelta", "one-day-over", "past-float", "retention", "hours"],
+)
+def test_a_duration_too_long_to_schedule_is_rejected_with_the_limit(text: str, where: str) -> None:
+    assert load_error(text + MINIMAL, {}) == f"{where}: must be at most 3650d"
+
+
+def test_a_deployment_interval_too_long_names_the_deployment_key() -> None:
+    message = load_error(MINIMAL + "        interval: 10000d\n", {})
+    assert message == "checks.yaml:8: resources[0].deployments[0].interval: must be at most 3650d"
+
+
+def test_the_longest_duration_allowed_is_ten_years() -> None:
+    text = "defaults:\n  interval: 3650d\nstore:\n  rollup_retention: 3650d\n" + MINIMAL
+    cfg = config.loads(text, "checks.yaml", {})
+    assert cfg.defaults.interval == cfg.store.rollup_retention == config.MAX_DURATION == 3650 * 86400.0
+
+
+@pytest.mark.parametrize(
+    ("value", "kind"),
+    [("\n    - ${MY_KEY}", "a list"), ("\n    every: ${MY_KEY}", "a mapping"), ("[30s]", "a list"),
+     ("2024-01-01", "a date")],
+    ids=["list", "mapping", "flow-list", "date"],
+)
+def test_a_duration_given_as_a_list_or_mapping_names_its_kind_not_its_content(value: str, kind: str) -> None:
+    message = load_error(f"defaults:\n  interval: {value}\n" + MINIMAL, {"MY_KEY": FAKE_KEY})
+    assert message == f"checks.yaml:2: defaults.interval: expected a duration like 30s or 5m, got {kind}"
+
+
 def test_defaults_are_as_documented() -> None:
     cfg = config.loads(MINIMAL, "checks.yaml", {})
     d = cfg.defaults
@@ -403,3 +440,66 @@ def test_unmutated_checks_yaml_is_the_starting_point_of_the_mutations() -> None:
 def test_an_error_shows_the_variable_as_written_not_its_value(line: str, expected: str) -> None:
     message = load_error(f"defaults:\n{line}\n" + MINIMAL, {"MY_KEY": FAKE_KEY})
     assert message == f"checks.yaml:2: {expected}"
+
+
+TWO_RESOURCES = MINIMAL + MINIMAL.removeprefix("resources:\n").replace("name: main", "name: ${B}")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (MINIMAL.replace("resource: my-foundry", "resource: ${MY_KEY}.example"),
+         "checks.yaml:3: resources[0].resource: expected an Azure resource name like my-foundry (letters, "
+         'digits, hyphens), got "${MY_KEY}.example"; put a URL under base_url'),
+        (MINIMAL.replace("resource: my-foundry", "base_url: x${MY_KEY}"),
+         "checks.yaml:3: resources[0].base_url: expected a URL like "
+         'https://NAME.services.ai.azure.com/anthropic/, got "x${MY_KEY}"'),
+        (TWO_RESOURCES.replace("name: main", "name: ${MY_KEY}"),
+         'checks.yaml:8: resources[1].name: duplicate resource name "${B}" (also resources[0])'),
+        (MINIMAL.replace("name: main", "name: ${MY_KEY:-main}").replace(
+            "- name: claude-haiku-4-5", "- name: ${MY_KEY}\n      - name: ${MY_KEY}"),
+         'checks.yaml:8: resources[0].deployments[1].name: duplicate deployment name "${MY_KEY}" in resource '
+         '"${MY_KEY:-main}" (also deployments[0])'),
+    ],
+    ids=["resource", "base_url", "duplicate-resource", "duplicate-deployment"],
+)
+def test_a_cross_key_error_shows_the_variable_as_written_not_its_value(text: str, expected: str) -> None:
+    assert load_error(text, {"MY_KEY": FAKE_KEY, "B": FAKE_KEY}) == expected
+
+
+@pytest.mark.parametrize(
+    ("block", "expected"),
+    [
+        ("    auth: api_key sk-live-1234", "resources[0].auth: expected a mapping of keys, got a string"),
+        ("    auth: api_key=sk-live-1234", "resources[0].auth: expected a mapping of keys, got a string"),
+        ("    auth: sk-live-1234", "resources[0].auth: expected a mapping of keys, got a string"),
+        ("    auth: entra", 'resources[0].auth: expected a mapping of keys, got "entra"'),
+        ("    auth: api_key=${MY_KEY}",
+         'resources[0].auth: expected a mapping of keys, got "api_key=${MY_KEY}"'),
+        ("    auth: ${MY_KEY:-sk-live-1234}", "resources[0].auth: expected a mapping of keys, got a string"),
+    ],
+    ids=["missing-colon", "key-equals-value", "bare-key", "key-name-only", "key-name-and-variable",
+         "variable-with-a-literal-default"],
+)
+def test_text_where_a_mapping_was_expected_is_shown_only_if_it_holds_no_value(
+    block: str, expected: str
+) -> None:
+    """One-line text for a block may be the block's content (a key); it is shown only when it is made of the
+    block's key names and ${VAR} references, as with a missing colon after `api_key`."""
+    text = MINIMAL.replace("    auth:\n      api_key: sk-test", block)
+    message = load_error(text, {"MY_KEY": FAKE_KEY})
+    assert message == f"checks.yaml:4: {expected}"
+    assert "sk-live" not in message and FAKE_KEY not in message
+
+
+@pytest.mark.parametrize(("section", "expected"), [
+    ("email:\n  smtp: password=hunter22", "email.smtp: expected a mapping of keys, got a string"),
+    ("server: bearer_token hunter22", "server: expected a mapping of keys, got a string"),
+    ("telemetry: InstrumentationKey=hunter22", "telemetry: expected a mapping of keys, got a string"),
+    ("server:\n  bearer_token: 22222222", "server.bearer_token: expected a string"),  # YAML read a number
+    ("email:\n  smtp:\n    password: [hunter22]", "email.smtp.password: expected a string"),
+])
+def test_a_secret_written_in_the_wrong_shape_is_not_printed(section: str, expected: str) -> None:
+    message = load_error(MINIMAL + section + "\n", {})
+    assert message.endswith(f": {expected}")
+    assert "hunter22" not in message and "22222222" not in message
