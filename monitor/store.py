@@ -7,7 +7,6 @@ migrations applied in order (PRAGMA user_version).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sqlite3
 import threading
@@ -108,6 +107,41 @@ def result_row(r: CanaryResult, cost: float | None) -> tuple[Any, ...]:
             r.verdict.retry_after)
 
 
+BUSY_TIMEOUT_S = 10.0  # how long a statement waits for another connection's lock
+
+
+def _use_wal(conn: sqlite3.Connection, wait_s: float) -> None:
+    """Switch the store to WAL. On a new file, several processes doing this at once contend for the
+    exclusive lock it needs, and SQLite answers the losers SQLITE_BUSY at once instead of invoking the
+    busy handler (it would deadlock): so the switch is retried here, for up to wait_s."""
+    deadline = time.monotonic() + wait_s
+    delay = 0.005
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or time.monotonic() + delay > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
+
+
+def _statements(script: str) -> list[str]:
+    """A migration script split into single statements (a `;` inside a literal or trigger stays put)."""
+    *parts, tail = script.split(";")
+    statements: list[str] = []
+    current = ""
+    for part in parts:
+        current += part + ";"
+        if sqlite3.complete_statement(current):
+            statements.append(current.strip())
+            current = ""
+    if (current + tail).strip():
+        statements.append((current + tail).strip())  # incomplete: let SQLite report it
+    return statements
+
+
 class Store:
     def __init__(self, conn: sqlite3.Connection, path: str, timezone: str = "UTC") -> None:
         self._conn = conn
@@ -121,33 +155,53 @@ class Store:
         p = Path(path)
         try:
             p.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(p, check_same_thread=False, isolation_level=None, timeout=10)
-            conn.execute("PRAGMA journal_mode=WAL")
+            conn = sqlite3.connect(p, check_same_thread=False, isolation_level=None, timeout=BUSY_TIMEOUT_S)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open the store at {p}: {exc}") from None
+        try:
+            _use_wal(conn, BUSY_TIMEOUT_S)
             conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA busy_timeout=10000")
+            conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
             store = cls(conn, str(p), timezone)
             store._migrate()
             return store
-        except (OSError, sqlite3.Error) as exc:
-            raise StoreError(f"cannot open the store at {p}: {exc}") from None
+        except BaseException as exc:
+            conn.close()
+            if isinstance(exc, sqlite3.Error):
+                raise StoreError(f"cannot open the store at {p}: {exc}") from None
+            raise
 
     def _migrate(self) -> None:
-        version = self._conn.execute("PRAGMA user_version").fetchone()[0]
-        if version > len(MIGRATIONS):
-            raise StoreError(f"the store at {self.path} has schema version {version}, newer than this "
-                             f"foundry-monitor knows ({len(MIGRATIONS)}); upgrade foundry-monitor")
-        for number in range(version, len(MIGRATIONS)):
-            with self._conn:
-                self._conn.execute("BEGIN IMMEDIATE")
-                # another process may have migrated while we waited for the write lock
-                if self._conn.execute("PRAGMA user_version").fetchone()[0] > number:
-                    continue
-                self._conn.executescript(MIGRATIONS[number].replace("\n    ", "\n"))
+        """Bring the schema up to date: every missing migration, then the new user_version, in one
+        transaction taken with the write lock (BEGIN IMMEDIATE). The version is read again under the
+        lock, so of several processes opening a new store together one migrates and the others find it
+        done. Statements run one by one: executescript() would COMMIT the transaction (and drop the
+        lock) before running the script."""
+        if self._version() == len(MIGRATIONS):
+            return  # up to date: no write lock needed
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = self._version()  # another process may have migrated while we waited for the lock
+            for number in range(version, len(MIGRATIONS)):
+                for statement in _statements(MIGRATIONS[number]):
+                    self._conn.execute(statement)
                 if number + 1 == ROLLUPS_FROM:
                     self._backfill_rollups()
                 if number + 1 == DAY_HISTS_FROM:
                     self._backfill_day_hists()
-                self._conn.execute(f"PRAGMA user_version = {number + 1}")
+            self._conn.execute(f"PRAGMA user_version = {len(MIGRATIONS)}")
+            self._conn.execute("COMMIT")
+        except BaseException:
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+            raise
+
+    def _version(self) -> int:
+        version = int(self._conn.execute("PRAGMA user_version").fetchone()[0])
+        if version > len(MIGRATIONS):
+            raise StoreError(f"the store at {self.path} has schema version {version}, newer than this "
+                             f"foundry-monitor knows ({len(MIGRATIONS)}); upgrade foundry-monitor")
+        return version
 
     def save_results(self, rows: Sequence[tuple[Any, ...]]) -> None:
         """Store results and fold them into the hourly rollups, in one transaction."""
@@ -337,63 +391,15 @@ class Store:
                 "UPDATE incidents SET ended_at = ? WHERE resource = ? AND deployment = ? AND kind = ? "
                 "AND ended_at IS NULL", (ended_at.timestamp(), resource, deployment, kind))
 
+    def open_incidents(self) -> list[sqlite3.Row]:
+        """Incidents not closed yet: resource, deployment, kind (the state), started_at, first_kind, hint,
+        request_id, apim_request_id."""
+        return self.query("SELECT resource, deployment, kind, started_at, first_kind, hint, request_id, "
+                          "apim_request_id FROM incidents WHERE ended_at IS NULL")
+
     def integrity_ok(self) -> bool:
         return bool(self.query("PRAGMA integrity_check")[0][0] == "ok")
 
     def close(self) -> None:
         with self._lock:
             self._conn.close()
-
-
-class ResultWriter:
-    """Queues results and writes them in batches from a worker thread; ``flush`` drains everything."""
-
-    def __init__(self, store: Store, batch: int = 500) -> None:
-        self._store = store
-        self._batch = batch
-        self._queue: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
-        self._task: asyncio.Task[None] | None = None
-        self.written = 0
-        self.failures = 0
-
-    def put(self, row: tuple[Any, ...]) -> None:
-        self._queue.put_nowait(row)
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="result-writer")
-
-    async def _loop(self) -> None:
-        while True:
-            rows = [await self._queue.get()]
-            await self._write(rows)
-
-    async def _write(self, rows: list[tuple[Any, ...]]) -> None:
-        while len(rows) < self._batch and not self._queue.empty():
-            rows.append(self._queue.get_nowait())
-        write = asyncio.ensure_future(asyncio.to_thread(self._store.save_results, rows))
-        try:
-            # shielded: a stop() arriving mid-write lets the batch land (and be counted), never drops it
-            await asyncio.shield(write)
-            self.written += len(rows)
-        except asyncio.CancelledError:
-            await write
-            self.written += len(rows)
-            raise
-        except StoreError:
-            self.failures += 1
-            for row in rows:  # keep them; the next batch retries
-                self._queue.put_nowait(row)
-            await asyncio.sleep(1.0)
-
-    async def flush(self) -> None:
-        while not self._queue.empty():
-            await self._write([self._queue.get_nowait()])
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-        await self.flush()

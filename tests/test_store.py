@@ -1,15 +1,22 @@
 from __future__ import annotations
 
+import asyncio
+import logging
 import sqlite3
+import threading
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from monitor import store as store_mod
 from monitor.errors import StoreError
 from monitor.results import FailureKind
-from monitor.store import MIGRATIONS, ResultWriter, Store, result_row
+from monitor.store import MIGRATIONS, Store, result_row
+from monitor.writer import ResultWriter
 
+from .daemon_helpers import until
 from .factories import T0, result
 
 
@@ -83,6 +90,114 @@ async def test_the_writer_batches_and_flushes_everything_on_stop(store: Store) -
     assert writer.written == 100
     ids = {r[0] for r in store.query("SELECT request_id FROM results")}
     assert ids == {f"req_{i}" for i in range(100)}
+
+
+class Refusing(Store):
+    """Refuses the first `refusals` writes the way a locked or full disk does, then writes normally."""
+
+    refusals = 0
+
+    def save_results(self, rows: Any) -> None:
+        if self.refusals > 0:
+            self.refusals -= 1
+            raise StoreError(f"cannot write results to {self.path}: database is locked")
+        super().save_results(rows)
+
+
+class Stuck(Store):
+    """Writes only once `go` is set: a write that outlives stop()'s budget."""
+
+    go: threading.Event
+
+    def save_results(self, rows: Any) -> None:
+        self.go.wait(30)
+        super().save_results(rows)
+
+
+async def test_stop_retries_a_store_that_refuses_a_while_and_writes_everything(tmp_path: Path) -> None:
+    store = Refusing.open(tmp_path / "r.sqlite3")
+    store.refusals = 3
+    writer = ResultWriter(store, retry_s=0.01)
+    for i in range(10):
+        writer.put(result_row(result(request_id=f"req_{i}"), None))
+    assert await writer.stop(timeout=5) == 0
+    assert writer.written == 10 and writer.lost == 0 and writer.failures == 3
+    assert store.query("SELECT count(*) FROM results")[0][0] == 10
+    store.close()
+
+
+async def test_stop_gives_up_on_a_store_that_cannot_be_written_and_reports_what_is_lost_once(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    store = Refusing.open(tmp_path / "r.sqlite3")
+    store.refusals = 10**9
+    writer = ResultWriter(store, retry_s=0.01)
+    writer.start()
+    for i in range(3):
+        writer.put(result_row(result(request_id=f"req_{i}"), None))
+    await until(lambda: writer.failures >= 1, timeout=5)
+    with caplog.at_level(logging.ERROR, logger="monitor.writer"):
+        assert await writer.stop(timeout=0.2) == 3
+    assert writer.lost == 3 and writer.written == 0
+    lines = [r for r in caplog.records if r.name == "monitor.writer"]
+    assert len(lines) == 1
+    fields = lines[0].fields  # type: ignore[attr-defined]
+    assert fields["event"] == "results_lost" and fields["lost"] == 3
+    assert "database is locked" in fields["error"]
+    store.close()
+
+
+async def test_a_write_still_running_when_stop_gives_up_is_counted_when_it_lands(tmp_path: Path) -> None:
+    store = Stuck.open(tmp_path / "r.sqlite3")
+    store.go = threading.Event()
+    writer = ResultWriter(store)
+    writer.start()
+    writer.put(result_row(result(request_id="req_slow"), None))
+    await until(lambda: writer._queue.empty(), timeout=5)  # the writer has handed it to a thread
+    assert await writer.stop(timeout=0.1) == 1  # not confirmed within the budget: counted lost
+    store.go.set()
+    await until(lambda: writer.written == 1, timeout=5)
+    assert writer.lost == 0
+    assert [r[0] for r in store.query("SELECT request_id FROM results")] == ["req_slow"]
+    store.close()
+
+
+async def test_cancelling_stop_leaves_the_queued_results_to_a_later_stop(tmp_path: Path) -> None:
+    store = Refusing.open(tmp_path / "r.sqlite3")
+    store.refusals = 1
+    writer = ResultWriter(store, retry_s=60)  # stop() waits out the pause after the first refusal
+    writer.put(result_row(result(request_id="req_1"), None))
+    stopping = asyncio.create_task(writer.stop(timeout=None))
+    await until(lambda: writer.failures == 1, timeout=5)
+    stopping.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await stopping
+    assert writer.lost == 0
+    assert await writer.stop(timeout=5) == 0
+    assert writer.written == 1
+    store.close()
+
+
+def test_a_migration_that_fails_leaves_the_store_as_it_was(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "r.sqlite3"
+    Store.open(path).close()
+    broken = "CREATE TABLE extra (x INTEGER);\nCREATE TABLE results (y INTEGER);"
+    monkeypatch.setattr(store_mod, "MIGRATIONS", [*MIGRATIONS, broken])
+    with pytest.raises(StoreError, match="table results already exists"):
+        Store.open(path)
+    monkeypatch.undo()
+    s = Store.open(path)
+    assert s.query("PRAGMA user_version")[0][0] == len(MIGRATIONS)
+    assert not s.query("SELECT name FROM sqlite_master WHERE name = 'extra'")  # one transaction: no half
+    s.close()
+
+
+def test_migration_scripts_split_into_single_statements_at_their_own_semicolons() -> None:
+    script = "CREATE TABLE a (x TEXT DEFAULT 'a;b');\nCREATE TRIGGER t AFTER INSERT ON a BEGIN\n" \
+             "  UPDATE a SET x = 'c;d'; DELETE FROM a WHERE 0;\nEND;\n"
+    assert store_mod._statements(script) == [
+        "CREATE TABLE a (x TEXT DEFAULT 'a;b');",
+        "CREATE TRIGGER t AFTER INSERT ON a BEGIN\n  UPDATE a SET x = 'c;d'; DELETE FROM a WHERE 0;\nEND;"]
 
 
 def test_the_instance_id_is_made_once_and_kept_across_reopening(tmp_path: Path) -> None:

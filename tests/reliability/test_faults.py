@@ -46,7 +46,8 @@ from monitor.emulator.runner import EmulatorServer
 from monitor.emulator.scenario import FaultKind
 from monitor.errors import StoreError
 from monitor.results import FailureKind
-from monitor.store import ResultWriter, Store, result_row
+from monitor.store import Store, result_row
+from monitor.writer import ResultWriter
 from tests.daemon_helpers import config_text, make_daemon, until
 from tests.factories import result
 
@@ -238,14 +239,12 @@ async def test_a_result_recorded_as_the_writer_stops_is_still_stored(tmp_path: P
     assert writer.written == 1
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: ResultWriter.stop() swallows its caller's cancellation "
-                   "(except CancelledError: pass around `await self._task`), so it cannot be bounded")
 async def test_a_caller_can_cancel_a_stop_that_waits_for_a_write(tmp_path: Path) -> None:
-    """``stop()`` catches CancelledError around ``await self._task`` to absorb the writer task's own
-    cancellation, but a cancellation of stop() itself lands there too and is swallowed: stop() goes on
-    to flush() and returns normally. So ``asyncio.wait_for(writer.stop(), budget)`` does not time out
-    (it returns after the budget as if all went well), and the daemon could not bound its shutdown
-    that way (see the store-cannot-be-written test below)."""
+    """``stop()`` once caught CancelledError around ``await self._task`` to absorb the writer task's own
+    cancellation, but a cancellation of stop() itself landed there too and was swallowed: stop() went on
+    to flush() and returned normally, so ``asyncio.wait_for(writer.stop(), budget)`` could not bound it.
+    Now stop() waits for the task with ``asyncio.wait`` (which never raises the task's own cancellation),
+    so a CancelledError there is stop()'s own and propagates."""
     store = Store.open(tmp_path / "results.sqlite3")
     writer = ResultWriter(store)
     async with one_busy_worker():
@@ -273,17 +272,17 @@ class FullDisk(Store):
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.xfail(strict=True, reason="BUG: ResultWriter.flush() retries a store that cannot be written "
-                   "forever, so stop() and the daemon's shutdown never return")
 async def test_stopping_while_the_store_cannot_be_written_ends_within_the_stop_budget(tmp_path: Path) -> None:
-    """The daemon's _shutdown awaits writer.stop() without a bound; flush() puts a failed batch back and
-    tries again every second, forever: SIGTERM never ends a daemon whose disk is full."""
+    """flush() once put a failed batch back and tried again every second, forever, and the daemon's
+    _shutdown awaits writer.stop() without a bound: SIGTERM never ended a daemon whose disk was full. Now
+    stop() retries for at most its timeout (5 s by default) and counts what it could not write."""
     store = FullDisk.open(tmp_path / "results.sqlite3")
     writer = ResultWriter(store)
     writer.start()
     writer.put(result_row(result(), None))
     await until(lambda: writer.failures >= 1, timeout=5)
     try:
-        await asyncio.wait_for(writer.stop(), STOP_BUDGET_S)
+        assert await asyncio.wait_for(writer.stop(), STOP_BUDGET_S) == 1
     finally:
         store.close()
+    assert writer.lost == 1 and writer.written == 0
