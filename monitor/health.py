@@ -256,6 +256,20 @@ class HealthTracker:
     def open_incidents(self) -> list[Incident]:
         return [e.incident for e in self._entries.values() if e.incident is not None]
 
+    def reconcile(self, open_in_store: list[Incident]) -> None:
+        """Make the open incidents those the store has open. The store is written at once, the snapshot
+        every 15 s: after a crash, an incident opened since the last snapshot is adopted (with the
+        state it stands for), and one closed since then is dropped."""
+        stored = {i.key: i for i in open_in_store}
+        for key, e in self._entries.items():
+            if e.incident is not None and key not in stored:
+                e.incident = None
+        for key, incident in stored.items():
+            e = self._entries.setdefault(key, _Entry())
+            if e.incident is None or e.incident.state is not incident.state:
+                e.incident = incident
+                e.state, e.since = incident.state, incident.started_at
+
     # --- persistence: plain JSON types; restore drops what it cannot read, never raises ----------
 
     def snapshot(self) -> dict[str, Any]:

@@ -409,6 +409,34 @@ def test_state_and_open_incidents_survive_a_restart() -> None:
     assert up is not None and up.closed is not None and up.closed.request_id == "req-2"
 
 
+def test_an_incident_opened_after_the_last_snapshot_is_adopted_from_the_store_and_closes_on_recovery(
+        ) -> None:
+    run = Run()
+    run.feed("good", "fail")
+    snapshot = run.tracker.snapshot()  # the last one saved before the crash: degraded, no incident
+    (opened,) = [c.opened for c in run.feed("fail", "fail") if c is not None and c.opened is not None]
+    restored = HealthTracker.restore(json.loads(json.dumps(snapshot)))
+    assert restored.open_incidents() == []
+    restored.reconcile([opened])  # what the store has open
+    assert restored.open_incidents() == [opened]
+    assert restored.states()[KEY].state is State.DOWN
+    run.tracker = restored
+    *_, up = run.feed("good", "good")
+    assert up is not None and up.closed is not None and up.closed.request_id == "req-2"
+    assert restored.open_incidents() == []
+
+
+def test_an_incident_closed_after_the_last_snapshot_is_dropped_on_restore() -> None:
+    run = Run()
+    run.feed("good", "fail", "fail", "fail")
+    snapshot = run.tracker.snapshot()  # down, incident open
+    run.feed("good", "good")  # closed in the store before the crash
+    restored = HealthTracker.restore(json.loads(json.dumps(snapshot)))
+    assert len(restored.open_incidents()) == 1
+    restored.reconcile([])
+    assert restored.open_incidents() == []
+
+
 def test_the_silence_check_applies_normally_after_a_restart() -> None:
     run = Run()
     run.feed("good")

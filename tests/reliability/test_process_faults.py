@@ -365,9 +365,6 @@ def test_sigterm_keeps_the_json_log_json(sigterm_run: Stopped) -> None:
 # --- what a crash may lose ----------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="BUG: the health snapshot is saved only after a state change "
-                   "(_dirty), not every 15 s: a SIGKILL restores stale counters and last_result_at")
 @pytest.mark.timeout(90)
 def test_the_health_snapshot_is_refreshed_every_15s_while_results_arrive(tmp_path: Path) -> None:
     names = ["one", "two", "three"]
@@ -390,13 +387,10 @@ def test_the_health_snapshot_is_refreshed_every_15s_while_results_arrive(tmp_pat
             results = scalar(store, "SELECT count(*) FROM results WHERE started_at > ?", (first[1],))
             proc.send_signal(signal.SIGTERM)
             proc.wait(15)
-    assert results > 3 * 15  # results kept arriving the whole time
+    assert results >= 3 * 10  # results kept arriving the whole time (3 deployments, 1 s interval, ~15 s)
     assert refreshed, "the health snapshot was not saved again within 20 s"
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="BUG: an incident opened less than 15 s before a SIGKILL is in the "
-                   "incidents table but not in the snapshot: after restart it is never closed")
 @pytest.mark.timeout(90)
 def test_an_incident_opened_just_before_a_sigkill_is_closed_when_the_deployment_recovers(
         tmp_path: Path) -> None:
@@ -451,9 +445,6 @@ def test_max_concurrency_above_64_on_one_resource_does_not_turn_queueing_into_ti
     assert kinds.get("timeout", 0) == 0, (kinds, f"peak in flight at the emulator: {peak}")
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="BUG: Store._migrate reads user_version before BEGIN IMMEDIATE: a second process "
-                   "opening a new store at the same moment re-runs a migration and fails")
 @pytest.mark.timeout(60)
 def test_processes_opening_a_new_store_at_the_same_moment_all_succeed(tmp_path: Path) -> None:
     """The daemon and `report` (or two replicas sharing a store) starting together on a fresh data_dir."""
