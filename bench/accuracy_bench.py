@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 
 from monitor import probe
-from monitor.app import build_client
+from monitor.app import build_transport
 from monitor.auth import ApiKeyAuth
 from monitor.secrets import Secret
 
@@ -56,7 +56,7 @@ def start_emulator(tmp: Path) -> tuple[subprocess.Popen[bytes], str, float]:
 
 
 async def measure(base_url: str, n: int) -> list[tuple[str, bool, probe.Outcome, float]]:
-    client = build_client(10)
+    transport = build_transport(base_url)
     auth = ApiKeyAuth(Secret(KEY))
     out = []
     try:
@@ -65,10 +65,10 @@ async def measure(base_url: str, n: int) -> list[tuple[str, bool, probe.Outcome,
             req = probe.Request.build("bench", name, base_url + "v1/messages", prompt="Reply with OK.",
                                       max_tokens=64, stream=stream, timeout=10)
             cpu = time.process_time()
-            outcome = await probe.run(req, client, auth)
+            outcome = await probe.run(req, transport, auth)
             out.append((name, stream, outcome, time.process_time() - cpu))
     finally:
-        await client.aclose()
+        await transport.aclose()
     return out
 
 

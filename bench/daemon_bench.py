@@ -25,6 +25,7 @@ from typing import Any
 import httpx
 
 from monitor import config as config_mod
+from monitor import logs
 from monitor.daemon import Daemon, Options
 from monitor.durations import parse_duration
 from monitor.store import Store
@@ -76,18 +77,32 @@ def start_emulator(n: int, tmp: Path) -> tuple[subprocess.Popen[bytes], str, str
 
 def config_text(n: int, base_url: str, key: str, interval: str, data_dir: Path) -> str:
     deps = "\n".join(f"      - {{name: dep-{i:04d}, model: claude-haiku-4-5}}" for i in range(n))
-    return (f"data_dir: {json.dumps(str(data_dir))}\nlog_level: warning\n"
+    return (f"data_dir: {json.dumps(str(data_dir))}\n"
             f"defaults: {{interval: {interval}, timeout: 5s, confirm: 0}}\nserver: {{port: 0}}\n"
             f"resources:\n  - name: bench\n    base_url: {base_url}\n    auth: {{api_key: {key}}}\n"
             f"    deployments:\n{deps}\n")
 
 
-async def drive(daemon: Daemon, duration: float, samples: list[tuple[float, float]]) -> None:
+def recorded(daemon: Daemon) -> int:
+    return sum(c[0] for c in daemon.counts.values())
+
+
+WARM_S = 10.0  # start-up (server, 1,000 jobs) is over by then: steady-state CPU is measured after it
+
+
+async def drive(daemon: Daemon, duration: float, samples: list[tuple[float, float]],
+                steady: dict[str, float]) -> None:
     task = asyncio.create_task(daemon.run(install_signals=False))
     start = time.monotonic()
     while time.monotonic() - start < duration and not task.done():
         await asyncio.sleep(5)
         samples.append((time.monotonic() - start, rss_mb()))
+        if not steady and time.monotonic() - start >= WARM_S:
+            t = os.times()
+            steady.update(user=t.user, sys=t.system, canaries=recorded(daemon))
+    t = os.times()
+    steady.update(user=t.user - steady.get("user", 0), sys=t.system - steady.get("sys", 0),
+                  canaries=recorded(daemon) - steady.get("canaries", 0))
     daemon.request_stop()
     await task
 
@@ -122,7 +137,11 @@ def main() -> None:
     ap.add_argument("--telemetry", action="store_true",
                     help="record every canary through OpenTelemetry (Prometheus, and Azure Monitor exporters "
                          "sending to a capture server in another process), as `run` does")
+    ap.add_argument("--log-level", default="info",
+                    help="the daemon's log level; lines go to /dev/null as JSON (info: one line per canary, "
+                         "as `run` writes by default)")
     args = ap.parse_args()
+    logs.setup(args.log_level, "json", open(os.devnull, "w"))  # noqa: SIM115 - for the whole run
     duration = parse_duration(args.duration)
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
@@ -133,8 +152,9 @@ def main() -> None:
             telemetry, capture = (start_telemetry(tmp) if args.telemetry else (None, None))
             daemon = Daemon(cfg, store, Options(config_path=""), telemetry=telemetry)
             samples: list[tuple[float, float]] = []
+            steady: dict[str, float] = {}
             cpu0, wall0 = time.process_time(), time.monotonic()
-            asyncio.run(drive(daemon, duration, samples))
+            asyncio.run(drive(daemon, duration, samples, steady))
             cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
             rows = store.query("SELECT request_id, total_s, ttft_s, kind FROM results")
             truth = {e["request_id"]: e for e in httpx.get(base_url.replace("/anthropic/", "/_emulator/log"),
@@ -158,7 +178,10 @@ def main() -> None:
     print(f"deployments {args.deployments}, interval {args.interval}, ran {wall:.0f}s, canaries {canaries} "
           f"({ok} ok), matched to ground truth {len(lat_err)}")
     print(f"{'figure':42} {'value':>12}  target")
-    print(f"{'CPU ms per canary':42} {cpu / max(canaries, 1) * 1000:12.3f}  <= 2")
+    print(f"{'CPU ms per canary, whole run':42} {cpu / max(canaries, 1) * 1000:12.3f}  <= 2")
+    per = 1000 / max(steady["canaries"], 1)
+    split = f"{steady['user'] * per:.2f} + {steady['sys'] * per:.2f}"
+    print(f"{'CPU ms per canary after warm-up: user + sys':42} {split:>12}  <= 2 (sum)")
     def pair(v: list[float], digits: int = 2) -> str:
         return f"{pct(v, 50):.{digits}f} / {pct(v, 99):.{digits}f}".rjust(12)
 

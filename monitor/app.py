@@ -1,10 +1,11 @@
-"""Wiring: config -> HTTP clients and credentials -> targets. The only place objects are built."""
+"""Wiring: config -> HTTP transports and credentials -> targets. The only place objects are built."""
 
 from __future__ import annotations
 
 import hashlib
 import os
 import tempfile
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,15 +54,17 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 @dataclass
 class Fleet:
-    """Everything needed to probe: one httpx client and one credential per resource."""
+    """Everything needed to probe: one httpx transport (connection pool) and one credential per resource."""
 
     targets: list[Target]
-    clients: dict[str, httpx.AsyncClient] = field(default_factory=dict)
+    transports: dict[str, httpx.AsyncBaseTransport] = field(default_factory=dict)
     auths: dict[str, AuthProvider] = field(default_factory=dict)
+    closed: bool = False
 
     async def aclose(self) -> None:
-        for client in self.clients.values():
-            await client.aclose()
+        self.closed = True
+        for transport in self.transports.values():
+            await transport.aclose()
         for auth in self.auths.values():
             await auth.close()
 
@@ -97,15 +100,27 @@ def build_auth(res: Resource) -> AuthProvider:
     return ApiKeyAuth(res.auth.api_key, res.api_key_header)
 
 
-def build_client(max_timeout: float, pool: int = POOL_PER_RESOURCE) -> httpx.AsyncClient:
-    return httpx.AsyncClient(
-        timeout=probe.client_timeout(max_timeout),
+def build_transport(url: str, pool: int = POOL_PER_RESOURCE) -> httpx.AsyncHTTPTransport:
+    """httpx's connection pool for one resource, used without an ``httpx.AsyncClient``: the client's
+    cookie, redirect, auth and header-merging layers do nothing for a canary and cost a quarter of its
+    CPU (bench/daemon_bench.py). What the client would take from the environment is kept: the proxy
+    (HTTPS_PROXY, ALL_PROXY, NO_PROXY) here, and SSL_CERT_FILE / SSL_CERT_DIR in the transport."""
+    return httpx.AsyncHTTPTransport(
         # keep idle connections a minute (httpx's default is 5 s): with intervals of a few seconds or more,
         # every canary would otherwise pay a new TCP + TLS handshake and report it as Foundry's latency
         limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool,
                             keepalive_expiry=KEEPALIVE_S),
-        follow_redirects=False,
+        proxy=environment_proxy(url),
     )
+
+
+def environment_proxy(url: str) -> str | None:
+    """The proxy the environment names for ``url`` (as curl and httpx read it), or None."""
+    target = httpx.URL(url)
+    proxies = urllib.request.getproxies_environment()
+    if not proxies or urllib.request.proxy_bypass(target.host):
+        return None
+    return proxies.get(target.scheme) or proxies.get("all")
 
 
 def build_fleet(cfg: Config, only: set[str] | None = None, shard: tuple[int, int] | None = None,
@@ -116,8 +131,8 @@ def build_fleet(cfg: Config, only: set[str] | None = None, shard: tuple[int, int
     used = {t.resource for t in fleet.targets}
     for res in cfg.resources:
         if res.name in used:
-            timeout = max(t.settings.timeout for t in fleet.targets if t.resource == res.name)
-            fleet.clients[res.name] = build_client(timeout, max(POOL_PER_RESOURCE, max_concurrency))
+            fleet.transports[res.name] = build_transport(res.messages_url,
+                                                         max(POOL_PER_RESOURCE, max_concurrency))
             fleet.auths[res.name] = build_auth(res)
     return fleet
 

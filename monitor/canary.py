@@ -29,9 +29,9 @@ class Target:
         return (self.resource, self.deployment)
 
 
-async def run_canary(target: Target, client: httpx.AsyncClient, auth: AuthProvider,
+async def run_canary(target: Target, transport: httpx.AsyncBaseTransport, auth: AuthProvider,
                      location: str = "") -> CanaryResult:
-    outcome = await probe.run(target.request, client, auth)
+    outcome = await probe.run(target.request, transport, auth)
     verdict = classify(outcome)
     if verdict.kind is FailureKind.TOKEN_REJECTED:
         auth.forget()  # the next canary (or the confirm re-check) fetches a fresh token

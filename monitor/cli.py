@@ -188,7 +188,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         fleet = build_fleet(cfg, only)
         try:
             where = cfg.telemetry.location or ""
-            runs = [run_canary(t, fleet.clients[t.resource], fleet.auths[t.resource], where)
+            runs = [run_canary(t, fleet.transports[t.resource], fleet.auths[t.resource], where)
                     for t in fleet.targets]
             return list(await asyncio.gather(*runs))
         finally:

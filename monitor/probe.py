@@ -47,6 +47,12 @@ class Request:
             payload["stream"] = True
         return cls(resource, deployment, url, json.dumps(payload).encode(), stream, timeout)
 
+    @property
+    def timeouts(self) -> dict[str, float]:
+        """httpx's per-request timeouts: connect, read, write and pool, as its client would pass them."""
+        return {"connect": min(10.0, self.timeout), "read": self.timeout, "write": self.timeout,
+                "pool": self.timeout}
+
 
 BASE_HEADERS = {
     "content-type": "application/json",
@@ -54,10 +60,6 @@ BASE_HEADERS = {
     "anthropic-version": ANTHROPIC_VERSION,
     "user-agent": f"foundry-monitor/{__version__}",
 }
-
-
-def client_timeout(timeout: float) -> httpx.Timeout:
-    return httpx.Timeout(timeout, connect=min(10.0, timeout))
 
 
 @dataclass
@@ -86,7 +88,7 @@ class _Facts:
     stop_reason: str | None = None
 
 
-async def run(req: Request, client: httpx.AsyncClient, auth: AuthProvider,
+async def run(req: Request, transport: httpx.AsyncBaseTransport, auth: AuthProvider,
               clock: Callable[[], float] = time.perf_counter) -> Outcome:
     started_at = datetime.now(UTC)
     f = _Facts()
@@ -100,7 +102,7 @@ async def run(req: Request, client: httpx.AsyncClient, auth: AuthProvider,
             f.token_s = auth.take_acquisition()
         headers = {**BASE_HEADERS, **auth_headers}
         async with asyncio.timeout(req.timeout):
-            await _exchange(req, client, headers, f, clock)
+            await _exchange(req, transport, headers, f, clock)
     except asyncio.CancelledError:
         raise
     except TimeoutError:
@@ -118,11 +120,9 @@ _WIRE_START = frozenset({"connection.connect_tcp.started", "connection.connect_u
                          "http11.send_request_headers.started", "http2.send_request_headers.started"})
 
 
-async def _exchange(req: Request, client: httpx.AsyncClient, headers: dict[str, str], f: _Facts,
+async def _exchange(req: Request, transport: httpx.AsyncBaseTransport, headers: dict[str, str], f: _Facts,
                     clock: Callable[[], float]) -> None:
     t_call = clock()
-    request = client.build_request("POST", req.url, content=req.body, headers=headers,
-                                   timeout=client_timeout(req.timeout))
     wire: list[float] = []
 
     async def trace(event: str, info: dict[str, Any]) -> None:
@@ -131,8 +131,9 @@ async def _exchange(req: Request, client: httpx.AsyncClient, headers: dict[str, 
         if not wire and event in _WIRE_START:
             wire.append(clock())
 
-    request.extensions["trace"] = trace
-    response = await client.send(request, stream=True)
+    request = httpx.Request("POST", req.url, content=req.body, headers=headers,
+                            extensions={"timeout": req.timeouts, "trace": trace})
+    response = await transport.handle_async_request(request)
     t0 = wire[0] if wire else t_call
     try:
         f.headers_s = clock() - t0

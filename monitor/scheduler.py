@@ -25,6 +25,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from .app import Fleet
 from .canary import Target, run_canary
+from .config import MAX_DURATION
 from .logs import event
 from .pricing import cost_usd, estimated_canary_usage
 from .results import CanaryResult, FailureKind, Timings, Verdict
@@ -118,10 +119,13 @@ class CanaryScheduler:
         start = self._now()
         for interval, group in groups.items():
             for i, t in enumerate(group):
-                offset = interval * i / len(group)
-                self._aps.add_job(self._run, IntervalTrigger(seconds=interval, start_date=start + timedelta(
-                    seconds=offset), timezone=UTC), args=[t.key], id=_job_id(t.key), max_instances=1,
-                    coalesce=True, misfire_grace_time=max(1, int(interval)), replace_existing=True)
+                first = start + timedelta(seconds=interval * i / len(group))
+                # next_run_time given: the trigger alone would skip a start date already past by the time
+                # the job is added, and the first deployment would wait a whole interval
+                trigger = IntervalTrigger(seconds=interval, start_date=first, timezone=UTC)
+                self._aps.add_job(self._run, trigger, args=[t.key], id=_job_id(t.key), max_instances=1,
+                                  coalesce=True, misfire_grace_time=max(1, int(interval)),
+                                  replace_existing=True, next_run_time=first)
 
     def _effective_interval(self, t: Target, measured_cost: float | None) -> float:
         interval = t.settings.interval
@@ -129,7 +133,8 @@ class CanaryScheduler:
             cost = measured_cost if measured_cost is not None else cost_usd(
                 t.model, estimated_canary_usage(t.settings.prompt, t.settings.max_tokens))
             if cost:
-                need = budget_interval(cost, t.budget_usd)
+                # capped like any configured duration: a budget of a fraction of a cent must not overflow
+                need = min(budget_interval(cost, t.budget_usd), MAX_DURATION)
                 if need > interval:
                     if t.key not in self._interval or need > self._interval[t.key]:
                         event(log, logging.INFO, "budget sets the canary interval", event="budget",
@@ -177,7 +182,7 @@ class CanaryScheduler:
         started = self._now()
         try:
             async with self._sem:
-                r = await run_canary(target, self._fleet.clients[target.resource],
+                r = await run_canary(target, self._fleet.transports[target.resource],
                                      self._fleet.auths[target.resource], self._location)
         except asyncio.CancelledError:
             self._sink.record(cancelled_result(target, started, self._location, attempt))

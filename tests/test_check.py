@@ -187,10 +187,10 @@ async def test_an_expired_entra_token_is_token_rejected_until_a_new_one_is_fetch
     fleet = build_fleet(cfg)
     (target,) = fleet.targets
     try:
-        first = await run_canary(target, fleet.clients[target.resource], fleet.auths[target.resource])
+        first = await run_canary(target, fleet.transports[target.resource], fleet.auths[target.resource])
         identity.state.expire_tokens()  # the cached token is now past its expiry on the server side
-        second = await run_canary(target, fleet.clients[target.resource], fleet.auths[target.resource])
-        third = await run_canary(target, fleet.clients[target.resource], fleet.auths[target.resource])
+        second = await run_canary(target, fleet.transports[target.resource], fleet.auths[target.resource])
+        third = await run_canary(target, fleet.transports[target.resource], fleet.auths[target.resource])
     finally:
         await fleet.aclose()
     assert first.kind.value == "ok"

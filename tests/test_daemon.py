@@ -152,3 +152,20 @@ async def test_state_changes_are_kept_in_the_store_for_reports(tmp_path: Path) -
     assert ("fine", "unknown", "healthy") in rows
     down = next(r for k, r in rows.items() if k[0] == "broken" and k[2] == "down")
     assert down["kind"] == "server_error" and down["request_id"]
+
+
+@pytest.mark.timeout(30)
+async def test_the_first_deployment_is_probed_at_start_not_after_a_whole_interval(tmp_path: Path) -> None:
+    names = ["first", "second"]
+    with EmulatorServer(scenario=scenario(names)) as emu:
+        daemon = make_daemon(tmp_path, config_text(emu.base_url, emu.api_key, names, tmp_path / "data",
+                                                   defaults={"interval": "1h"}))
+        task = asyncio.create_task(daemon.run(install_signals=False))
+        try:
+            # the stagger puts "second" half an hour later; "first" runs as soon as the daemon starts
+            await until(lambda: [e["deployment"] for e in emu.log()] == ["first"], timeout=10)
+            next_run = daemon.scheduler.next_run(("emu", "second"))
+        finally:
+            daemon.request_stop()
+            await task
+    assert next_run is not None and (next_run - daemon.started_at).total_seconds() > 1700

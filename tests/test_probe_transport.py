@@ -25,8 +25,8 @@ def request(port: int, timeout: float = 2.0, scheme: str = "http", stream: bool 
 
 
 async def run(req: probe.Request, fake_key: str, verify: ssl.SSLContext | bool = True) -> probe.Outcome:
-    async with httpx.AsyncClient(verify=verify) as client:
-        return await probe.run(req, client, ApiKeyAuth(Secret(fake_key)))
+    async with httpx.AsyncHTTPTransport(verify=verify) as transport:
+        return await probe.run(req, transport, ApiKeyAuth(Secret(fake_key)))
 
 
 async def test_a_port_nobody_listens_on_is_a_connection_error(fake_key: str) -> None:

@@ -230,14 +230,14 @@ async def canary_under_tracemalloc(case: Case, fake_key: str) -> tuple[CanaryRes
     async def handler(reader: asyncio.StreamReader, writer: Writer) -> None:
         await case.handler(srv, reader, writer)
 
-    async with raw_server(handler) as port, httpx.AsyncClient() as client:
+    async with raw_server(handler) as port, httpx.AsyncHTTPTransport() as transport:
         tracemalloc.start()
         try:
             tracemalloc.reset_peak()
             base = tracemalloc.get_traced_memory()[0]
             t0 = time.perf_counter()
             canary = target(port, case.stream, case.timeout)
-            result = await run_canary(canary, client, ApiKeyAuth(Secret(fake_key)))
+            result = await run_canary(canary, transport, ApiKeyAuth(Secret(fake_key)))
             elapsed = time.perf_counter() - t0
             peak = tracemalloc.get_traced_memory()[1] - base
         finally:
