@@ -51,6 +51,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BUG
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f'expected a whole number of 1 or more, got "{text}"')
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="foundry-monitor",
@@ -83,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="label every result with where this daemon runs (env FOUNDRY_MONITOR_LOCATION)")
     p.add_argument("--host", default=None, help="HTTP server address (default: server.host, 127.0.0.1)")
     p.add_argument("--port", type=int, default=None, help="HTTP server port (default: server.port, 9464)")
-    p.add_argument("--max-concurrency", type=int, default=64, metavar="N", help="canaries in flight at most")
+    p.add_argument("--max-concurrency", type=_positive, default=64, metavar="N",
+                   help="canaries in flight at most (default 64)")
     p.add_argument("--telemetry-debug", action="store_true",
                    help="also print every span, metric and log record to stderr (console exporter)")
     _log_options(p)

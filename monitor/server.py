@@ -43,8 +43,10 @@ def build_app(source: StatusSource, *, debug_endpoints: bool = True,
     def authorised(request: Request) -> bool:
         if not token:
             return True
-        got = request.headers.get("authorization", "")
-        return hmac.compare_digest(got.encode(), f"Bearer {token.reveal()}".encode())
+        scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+        # the scheme is case-insensitive (RFC 9110, 11.1); the token is compared in constant time
+        return scheme.lower() == "bearer" and hmac.compare_digest(credentials.strip().encode(),
+                                                                   token.reveal().encode())
 
     def denied() -> Response:
         return JSONResponse({"error": "unauthorised: send Authorization: Bearer <server.bearer_token>"},

@@ -273,3 +273,18 @@ def test_the_cli_starts_quickly_prints_what_to_use_and_stops_on_sigterm(tmp_path
     assert answer.status_code == 200 and "printed-key" in banner[2]
     assert rc == 0
     print(f"emulator ready in {ready_s:.2f}s")  # the 2 s target is measured in bench/, not asserted here
+
+
+def test_a_client_that_leaves_before_its_body_arrives_is_logged_as_499_not_a_crash(
+        emu: EmulatorServer, caplog: pytest.LogCaptureFixture) -> None:
+    import socket
+
+    before = len(emu.log())
+    with socket.create_connection(("127.0.0.1", emu.port), timeout=5) as sock:
+        sock.sendall(b"POST /anthropic/v1/messages HTTP/1.1\r\nhost: 127.0.0.1\r\n"
+                     b"content-type: application/json\r\ncontent-length: 1000\r\n\r\n{\"model\": ")
+    deadline = time.monotonic() + 10
+    while len(emu.log()) == before and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert [e["status"] for e in emu.log()[before:]] == [499]
+    assert not [r for r in caplog.records if r.exc_info], "the emulator logged a traceback"

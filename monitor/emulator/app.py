@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -140,7 +140,10 @@ class _Api:
     async def _serve(self, request: Request, *, count_only: bool) -> Response:
         entry = _entry(request)
         assert entry is not None  # noqa: S101 - _Recorder wraps every /anthropic path
-        body = await _json_object(request)
+        try:
+            body = await _json_object(request)
+        except ClientDisconnect:  # gone before its body arrived (a cancelled canary): no one to answer
+            return Response(status_code=499)
         if body is not None and isinstance(body.get("model"), str):
             entry.deployment = body["model"]  # for the log only: the gateway checks credentials first
         denied = self._authenticate(request, entry)

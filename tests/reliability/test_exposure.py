@@ -147,6 +147,9 @@ async def test_the_bearer_token_guards_the_pages_and_not_the_probes(tmp_path: Pa
         wrong = {p: await get(port, p, headers={"authorization": f"Bearer {TOKEN}x"}) for p in GUARDED}
         basic = {p: await get(port, p, headers={"authorization": TOKEN}) for p in GUARDED}
         right = {p: await get(port, p, headers={"authorization": f"Bearer {TOKEN}"}) for p in GUARDED}
+        lower = await get(port, "/status", headers={"authorization": f"bearer {TOKEN}"})
+        no_scheme = await get(port, "/status", headers={"authorization": f"Token {TOKEN}"})
+    assert lower.status_code == 200 and no_scheme.status_code == 401  # the scheme is case-insensitive
     for path in GUARDED:
         assert without[path].status_code == 401, path
         assert without[path].headers["www-authenticate"] == "Bearer"

@@ -126,6 +126,18 @@ def started(args: list[str], env: dict[str, str], out: Path) -> Iterator[subproc
             proc.wait(10)
 
 
+CRASH = """
+import sys
+from monitor import cli, scheduler
+
+def start(self):
+    raise RuntimeError("injected: the scheduler failed to start")
+
+scheduler.CanaryScheduler.start = start
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
 def run_all(commands: dict[str, list[str]], env: dict[str, str], where: Path) -> dict[str, int]:
     """Run CLI commands side by side; their stdout and stderr land in where/NAME.out and .err."""
     procs: dict[str, subprocess.Popen[bytes]] = {}
@@ -134,8 +146,8 @@ def run_all(commands: dict[str, list[str]], env: dict[str, str], where: Path) ->
         for name, args in commands.items():
             out, err = (where / f"{name}.out").open("wb"), (where / f"{name}.err").open("wb")
             files += [out, err]
-            procs[name] = subprocess.Popen([sys.executable, "-m", "monitor", *args], stdout=out, stderr=err,
-                                           env=env)
+            command = [sys.executable, *args] if args[0] == "-c" else [sys.executable, "-m", "monitor", *args]
+            procs[name] = subprocess.Popen(command, stdout=out, stderr=err, env=env)
         return {name: p.wait(60) for name, p in procs.items()}
     finally:
         for p in procs.values():
@@ -218,10 +230,9 @@ def test_no_secret_in_any_output_of_a_full_cycle(tmp_path: Path) -> None:
                 "validate": ["validate", "--config", str(cfg)],
                 "check-json": ["check", "--config", str(cfg), "--format", "json"],
                 "check-text": ["check", "--config", str(cfg)],
-                # an internal error (a negative semaphore) with the traceback logged at debug level; should
-                # --max-concurrency get validated (exit 2), another internal error has to take its place
-                "crash": ["run", "--config", str(cfg), "--port", "0", "--max-concurrency", "-1",
-                          "--log-level", "debug", "--log-format", "json"],
+                # an internal error (injected as the scheduler starts) with the traceback at debug level
+                "crash": ["-c", CRASH, "run", "--config", str(cfg), "--port", "0", "--log-level", "debug",
+                          "--log-format", "json"],
             }, env, out)
             wait_for(lambda: len(inbox.messages) >= 1, 60)  # the daemon's weekly email, over STARTTLS + login
             wait_for(lambda: len(issued.tokens) >= 1, 30)
