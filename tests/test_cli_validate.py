@@ -155,15 +155,20 @@ def test_validate_reads_foundry_monitor_config_when_no_config_option_is_given(
     assert out.startswith(f"{CHECKS_YAML}: ok")
 
 
+def validate_edited(old: str, new: str, env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+                    tmp_path: Path) -> tuple[Path, int, str, str]:
+    """`validate` of the shipped checks.yaml with one edit, the key in the environment."""
+    bad = tmp_path / "checks.yaml"
+    bad.write_text(CHECKS_YAML.read_text(encoding="utf-8").replace(old, new), encoding="utf-8")
+    env.setenv("ANTHROPIC_FOUNDRY_RESOURCE", "my-foundry")
+    env.setenv("ANTHROPIC_FOUNDRY_API_KEY", FAKE_KEY)
+    return (bad, *run(["validate", "--config", str(bad)], capsys))
+
+
 def test_validate_of_a_misindented_config_does_not_leak_the_key(
     env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    bad = tmp_path / "checks.yaml"
-    bad.write_text(CHECKS_YAML.read_text(encoding="utf-8").replace("  - name: default", "    name: default"),
-                   encoding="utf-8")
-    env.setenv("ANTHROPIC_FOUNDRY_RESOURCE", "my-foundry")
-    env.setenv("ANTHROPIC_FOUNDRY_API_KEY", FAKE_KEY)
-    code, _, err = run(["validate", "--config", str(bad)], capsys)
+    _, code, _, err = validate_edited("  - name: default", "    name: default", env, capsys, tmp_path)
     assert code == 2
     assert "resources: expected a list (lines starting with -), got a mapping" in err
     assert FAKE_KEY not in err
@@ -185,12 +190,7 @@ def test_validate_of_a_malformed_auth_block_names_the_mistake_without_the_litera
 def test_validate_of_an_interval_too_long_to_schedule_exits_2_with_the_limit(
     env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    bad = tmp_path / "checks.yaml"
-    bad.write_text(CHECKS_YAML.read_text(encoding="utf-8").replace("interval: 60s", "interval: 99999999999d"),
-                   encoding="utf-8")
-    env.setenv("ANTHROPIC_FOUNDRY_RESOURCE", "my-foundry")
-    env.setenv("ANTHROPIC_FOUNDRY_API_KEY", FAKE_KEY)
-    code, out, err = run(["validate", "--config", str(bad)], capsys)
+    bad, code, out, err = validate_edited("interval: 60s", "interval: 99999999999d", env, capsys, tmp_path)
     assert (code, out) == (2, "")
     assert err.startswith(f"error: {bad}:") and err.endswith(": defaults.interval: must be at most 3650d\n")
     assert "Traceback" not in err
