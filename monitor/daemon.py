@@ -18,8 +18,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from . import config as config_mod
+from . import views
 from .app import Fleet, build_fleet
-from .classify import HINTS
 from .errors import ConfigError, MonitorError
 from .health import Change, HealthTracker, Incident, Key, State, Transition
 from .logs import canary_fields, event
@@ -36,7 +36,6 @@ if TYPE_CHECKING:  # the weekly email (jinja2, resvg) loads only when it is enab
 
 log = logging.getLogger("monitor.daemon")
 
-RECENT = 50
 SNAPSHOT_EVERY_S = 15.0
 PRUNE_EVERY_S = 3600.0
 WEEKLY_EVERY_S = 60.0  # how often the weekly email schedule is checked
@@ -180,31 +179,17 @@ class Daemon:
         return self.telemetry.metrics()
 
     def status(self) -> dict[str, Any]:
-        states = self.health.states()
-        deployments = []
-        for t in self.fleet.targets:
-            view = states.get(t.key)
-            last, fail = self.last.get(t.key), self.last_failure.get(t.key)
-            canaries, failures = self.counts.get(t.key, (0, 0))
-            deployments.append({
-                "resource": t.resource, "deployment": t.deployment, "model": t.model,
-                "state": view.state.value if view else "unknown",
-                "since": _iso(view.since) if view else None,
-                "interval_s": self.scheduler.interval_of(t.key),
-                "next_run": _iso(self.scheduler.next_run(t.key)),
-                "last_result": _result_json(last) if last else None,
-                "last_failure": _result_json(fail) if fail else None,
-                "counts": {"canaries": canaries, "failures": failures},
-                "consecutive_failures": view.consecutive_failures if view else 0,
-            })
+        states, sched = self.health.states(), self.scheduler
         return {
-            "service": "foundry-monitor", "started_at": _iso(self.started_at), "location": self.opts.location,
+            "service": "foundry-monitor", "started_at": views.iso(self.started_at),
+            "location": self.opts.location,
             "shard": f"{self.opts.shard[0]}/{self.opts.shard[1]}" if self.opts.shard else None,
-            "ready": self.ready(), "deployments": deployments,
-            "open_incidents": [{"resource": i.key[0], "deployment": i.key[1], "state": i.state.value,
-                                "started_at": _iso(i.started_at), "kind": i.kind.value, "hint": i.hint,
-                                "request_id": i.request_id, "apim_request_id": i.apim_request_id}
-                               for i in self.health.open_incidents()],
+            "ready": self.ready(),
+            "deployments": [views.deployment(t, states.get(t.key), self.last.get(t.key),
+                                             self.last_failure.get(t.key), self.counts.get(t.key, [0, 0]),
+                                             sched.interval_of(t.key), sched.next_run(t.key))
+                            for t in self.fleet.targets],
+            "open_incidents": [views.incident(i) for i in self.health.open_incidents()],
             "reloads": {**self.reloads, "last_ok": self.last_reload_ok, "last_error": self.last_reload_error},
         }
 
@@ -215,31 +200,12 @@ class Daemon:
         return render_status(self.status(), last_day(self.store, self.opts.now()))
 
     def debug(self, deployment: str) -> dict[str, Any] | None:
-        matches = [t for t in self.fleet.targets if t.deployment == deployment
-                   or f"{t.resource}/{t.deployment}" == deployment]
-        if not matches:
+        t = next((t for t in self.fleet.targets
+                  if t.deployment == deployment or f"{t.resource}/{t.deployment}" == deployment), None)
+        if t is None:
             return None
-        t = matches[0]
         res = next(r for r in self.cfg.resources if r.name == t.resource)
-        return {
-            "resource": t.resource, "deployment": t.deployment, "model": t.model,
-            "config": {"endpoint": res.messages_url, "auth": res.auth.mode if res.auth else None,
-                       "api_key_header": res.api_key_header if res.auth and res.auth.api_key else None,
-                       "budget_usd": t.budget_usd, **t.settings.model_dump()},
-            "last_result": _result_json(self.last[t.key]) if t.key in self.last else None,
-            "results": self._history(t.key, failures_only=False),
-            "failures": self._history(t.key, failures_only=True),
-        }
-
-    def _history(self, key: tuple[str, str], *, failures_only: bool) -> list[dict[str, Any]]:
-        """The last RECENT stored results (or failures, which go back further) of one deployment."""
-        rows = self.store.query(
-            "SELECT started_at, kind, status, attempt, total_s, ttft_s, input_tokens, output_tokens, "
-            "request_id, apim_request_id, detail, location FROM results "
-            "WHERE resource = ? AND deployment = ? AND (? = 0 OR kind != 'ok') "
-            "ORDER BY started_at DESC LIMIT ?",
-            (key[0], key[1], int(failures_only), RECENT))
-        return [_row_json(row) for row in rows]
+        return views.debug(t, res, self.last.get(t.key), self.store)
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -455,34 +421,3 @@ def _freeze_startup_objects() -> None:
     gc.unfreeze()
     gc.collect()
     gc.freeze()
-
-
-def _iso(at: datetime | None) -> str | None:
-    return at.isoformat() if at else None
-
-
-_KINDS = frozenset(k.value for k in FailureKind)
-
-
-def _row_json(row: Any) -> dict[str, Any]:
-    kind = FailureKind(row["kind"]) if row["kind"] in _KINDS else None
-    return {"started_at": _iso(datetime.fromtimestamp(row["started_at"], UTC)), "kind": row["kind"],
-            "ok": row["kind"] == "ok", "status": row["status"], "attempt": row["attempt"],
-            "latency_ms": None if row["total_s"] is None else round(row["total_s"] * 1000, 1),
-            "ttft_ms": None if row["ttft_s"] is None else round(row["ttft_s"] * 1000, 1),
-            "input_tokens": row["input_tokens"], "output_tokens": row["output_tokens"],
-            "request_id": row["request_id"], "apim_request_id": row["apim_request_id"],
-            "detail": row["detail"],
-            "hint": HINTS[kind] if kind is not None and kind is not FailureKind.OK else None,
-            "location": row["location"] or None}
-
-
-def _result_json(r: CanaryResult) -> dict[str, Any]:
-    t = r.timings
-    return {"started_at": _iso(r.started_at), "kind": r.kind.value, "ok": r.ok, "status": r.status_code,
-            "attempt": r.attempt, "latency_ms": None if t.total_s is None else round(t.total_s * 1000, 1),
-            "ttft_ms": None if t.ttft_s is None else round(t.ttft_s * 1000, 1),
-            "input_tokens": r.usage.input_tokens if r.usage else None,
-            "output_tokens": r.usage.output_tokens if r.usage else None,
-            "request_id": r.request_id, "apim_request_id": r.apim_request_id, "detail": r.detail,
-            "hint": None if r.ok else r.verdict.hint, "location": r.location or None}
