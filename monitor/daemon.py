@@ -236,8 +236,8 @@ class Daemon:
         self.writer.start()
         self._expect_all()
         self._tell_telemetry()
+        _freeze_startup_objects()  # before the first canary is due: the collection it starts with pauses
         self.scheduler.start()
-        _freeze_startup_objects()
         self._running = True
         event(log, logging.INFO, "started", event="started", deployments=len(self.fleet.targets),
               port=self.port, location=self.opts.location or None)
@@ -367,7 +367,7 @@ class Daemon:
         # canaries already running on the old clients finish first; shutdown closes whatever is still here
         grace = max((t.settings.timeout for t in old_fleet.targets), default=1.0) + 1.0
         self._retired.append((asyncio.get_running_loop().time() + grace, old_fleet))
-        _freeze_startup_objects()
+        gc.unfreeze()  # frozen again once the old fleet is closed and collected (_close_retired)
         return True
 
     def _reload_failed(self, error: str) -> bool:
@@ -381,9 +381,13 @@ class Daemon:
     async def _close_retired(self, everything: bool = False) -> None:
         now = asyncio.get_running_loop().time()
         due = [f for at, f in self._retired if everything or at <= now]
+        if not due:
+            return
         self._retired = [(at, f) for at, f in self._retired if f not in due]
-        for fleet in due:
-            await fleet.aclose()
+        while due:  # popped: no reference is left for the collection below
+            await due.pop().aclose()
+        if not self._retired and not everything:
+            _freeze_startup_objects()
 
     def _tell_telemetry(self) -> None:
         self.telemetry.fleet(self.cfg, {key: view.state for key, view in self.health.states().items()})
@@ -417,7 +421,8 @@ def _stored_incidents(store: Store) -> list[Incident]:
 def _freeze_startup_objects() -> None:
     """Move the long-lived objects built at start (fleet, jobs, config) out of the garbage collector's
     reach, so each collection scans only what canaries allocate (measured in bench/daemon_bench.py).
-    After a reload, what the old config left behind is collected first, then the new set is frozen."""
+    What start-up (or a reload, once the old fleet is closed) left behind is collected first: frozen
+    garbage would never be freed. The collection takes some 20 ms with 1,000 deployments."""
     gc.unfreeze()
     gc.collect()
     gc.freeze()
