@@ -147,6 +147,11 @@ class Daemon:
         if change is not None:
             self._changed(change)
 
+    def expect_every(self, key: Key, interval_s: float) -> None:
+        target = self.targets.get(key)
+        if target is not None:
+            self.health.expect(key, interval_s, target.settings.timeout)
+
     def _changed(self, change: Change) -> None:
         t = change.transition
         self._log_transition(t)

@@ -51,6 +51,9 @@ class ResultSink(Protocol):
     def confirmed(self, result: CanaryResult) -> None:
         """The result that counts for health, after confirmation."""
 
+    def expect_every(self, key: Key, interval_s: float) -> None:
+        """The next result of this deployment comes after interval_s (a back-off, or its end)."""
+
 
 def budget_interval(cost_per_canary: float, monthly_usd: float) -> float:
     return cost_per_canary * SECONDS_PER_MONTH / monthly_usd
@@ -201,10 +204,12 @@ class CanaryScheduler:
             ceiling = min(max(BACKOFF_CAP_S, base), base * 2 ** n)
             delay = max(base, r.verdict.retry_after or 0.0, self._rng.uniform(0, ceiling))
             self._aps.modify_job(_job_id(t.key), next_run_time=self._now() + timedelta(seconds=delay))
+            self._sink.expect_every(t.key, delay)  # silence during a back-off is not "unknown"
             event(log, logging.INFO, "throttled: backing off", event="backoff", resource=t.resource,
                   deployment=t.deployment, delay_s=round(delay, 1), streak=n)
             return
-        self._throttled.pop(t.key, None)
+        if self._throttled.pop(t.key, None) is not None:
+            self._sink.expect_every(t.key, base)
         if r.ok and r.usage is not None and t.budget_usd:
             measured = cost_usd(t.model, r.usage)
             new = self._effective_interval(t, measured)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import httpx
 import pytest
 
 from monitor.emulator.runner import EmulatorServer
+from monitor.health import State
 
 from .daemon_helpers import config_text, make_daemon, until
 
@@ -169,3 +171,23 @@ async def test_the_first_deployment_is_probed_at_start_not_after_a_whole_interva
             daemon.request_stop()
             await task
     assert next_run is not None and (next_run - daemon.started_at).total_seconds() > 1700
+
+
+@pytest.mark.timeout(30)
+async def test_a_deployment_backing_off_after_a_429_stays_throttled_not_silent(tmp_path: Path) -> None:
+    limited = {"faults": [{"kind": "rate_limit", "retry_after": 30}]}
+    key = ("emu", "limited")
+    with EmulatorServer(scenario=scenario(["limited"], limited=limited)) as emu:
+        daemon = make_daemon(tmp_path, config_text(emu.base_url, emu.api_key, ["limited"], tmp_path / "data"))
+        task = asyncio.create_task(daemon.run(install_signals=False))
+        try:
+            await until(lambda: key in daemon.health.states()
+                        and daemon.health.states()[key].state is State.THROTTLED, timeout=10)
+            # 20 s without a result: past 3 intervals + timeout (1 s, 800 ms), within the 30 s back-off
+            silent = daemon.health.check_silence(datetime.now(UTC) + timedelta(seconds=20))
+            much_later = daemon.health.check_silence(datetime.now(UTC) + timedelta(seconds=200))
+        finally:
+            daemon.request_stop()
+            await task
+    assert silent == []
+    assert [t.new for t in much_later] == [State.UNKNOWN]  # a back-off is not a licence to fall silent
