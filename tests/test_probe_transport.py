@@ -11,6 +11,7 @@ import pytest
 import trustme
 
 from monitor import probe
+from monitor.app import build_transport, environment_proxy
 from monitor.auth import ApiKeyAuth
 from monitor.classify import classify
 from monitor.results import FailureKind
@@ -110,3 +111,46 @@ def test_the_sse_parser_handles_events_split_across_chunks_and_crlf() -> None:
     for i in range(0, len(stream), 5):
         events += parser.feed(stream[i:i + 5])
     assert events == [("ping", b"{}"), ("message_stop", b'{"type":"message_stop"}')]
+
+
+def no_proxy_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+
+
+async def test_the_canary_goes_through_the_proxy_the_environment_names(
+        fake_key: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    lines: list[str] = []
+
+    async def proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        lines.append((await read_request(reader)).split(b"\r\n", 1)[0].decode())
+        writer.write(http_response(529, b'{"type": "error", "error": {"type": "overloaded_error", '
+                                        b'"message": "Overloaded"}}'))
+        await writer.drain()
+
+    no_proxy_settings(monkeypatch)
+    async with raw_server(proxy) as proxy_port:
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy_port}")
+        req = request(free_port())  # nothing listens there: only the proxy can answer
+        async with build_transport(req.url) as transport:
+            outcome = await probe.run(req, transport, ApiKeyAuth(Secret(fake_key)))
+    assert lines == [f"POST {req.url} HTTP/1.1"]
+    assert classify(outcome).kind is FailureKind.OVERLOADED
+
+
+@pytest.mark.parametrize(("env", "url", "expected"), [
+    ({}, "https://r.services.ai.azure.com/anthropic/v1/messages", None),
+    ({"HTTPS_PROXY": "http://proxy:3128"}, "https://r.services.ai.azure.com/anthropic/v1/messages",
+     "http://proxy:3128"),
+    ({"HTTPS_PROXY": "http://proxy:3128"}, "http://127.0.0.1:8790/anthropic/v1/messages", None),
+    ({"ALL_PROXY": "http://proxy:3128"}, "http://127.0.0.1:8790/anthropic/v1/messages", "http://proxy:3128"),
+    ({"HTTPS_PROXY": "http://proxy:3128", "NO_PROXY": ".azure.com"},
+     "https://r.services.ai.azure.com/anthropic/v1/messages", None),
+])
+def test_the_proxy_is_taken_from_the_environment_as_curl_reads_it(
+        env: dict[str, str], url: str, expected: str | None, monkeypatch: pytest.MonkeyPatch) -> None:
+    no_proxy_settings(monkeypatch)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert environment_proxy(url) == expected
