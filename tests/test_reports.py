@@ -120,7 +120,11 @@ def test_a_store_keeping_days_in_the_report_zone_gives_the_same_report(history: 
 def test_log_analytics_adds_real_usage_and_asks_for_the_logs_audience(store: Store, la: FakeLogAnalytics,
                                                                        tls: Certs) -> None:
     credential = FakeCredential()
+    before = len(la.requests)
     report = build_report(la_source(la, tls, credential), cfg(), NOW)
+    # the period in full; the previous period only for the comparison (no kinds, transitions or usage)
+    assert sorted(r["name"] for r in la.requests[before:]) == sorted(
+        ["hours", "kinds", "hists", "transitions", "usage", "hours", "hists"])
     usage = {u.resource: u for u in report.real_usage or []}
     assert usage["res-a"].requests == 125_000 and usage["res-a"].output_tokens == 9_500_000
     assert usage["res-a"].estimated_cost_usd is None  # two models behind res-a: no single price

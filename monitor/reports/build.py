@@ -73,7 +73,7 @@ def build_report(source: ReportSource, cfg: Config, now: datetime, days: int | N
     tz = timezone or cfg.reports.timezone
     period = period_for(now, days, tz)
     before = previous(period)
-    data, prior = source.fetch(period), source.fetch(before)
+    data, prior = source.fetch(period), source.fetch(before, summary_only=True)
     builder = _Builder(cfg, period, data)
     earlier = _Builder(cfg, before, prior)
     deployments = [builder.deployment(k, earlier) for k in _keys(cfg, data, prior)]

@@ -22,7 +22,7 @@ class LocalSource:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    def fetch(self, period: Period) -> SourceData:
+    def fetch(self, period: Period, *, summary_only: bool = False) -> SourceData:
         first, last = _hour(period.start.timestamp()), _hour(period.end.timestamp())
         day_case, day_params = _day_case(period)
         # one row per deployment and local day (SQLite takes `model` from the row of max(hour): the
@@ -33,6 +33,9 @@ class LocalSource:
             f"FROM (SELECT {day_case} AS day, * FROM rollup_hour WHERE hour >= ? AND hour < ?) "
             "GROUP BY day, resource, deployment")
         hours = [HourRow(*row) for row in self.store.query(days_sql, (*day_params, first, last))]
+        if summary_only:
+            hists = self._hists(period, first, last, day_case, day_params)
+            return SourceData(hours=hours, kinds=[], hists=hists, transitions=[], usage=None)
         seen = {(r[0], r[1]): {int(h) for h in r[2].split(",")} for r in self.store.query(
             "SELECT resource, deployment, group_concat(hour) FROM rollup_hour WHERE hour >= ? AND hour < ? "
             "AND (canaries > 0 OR rechecks > 0) GROUP BY resource, deployment", (first, last))}

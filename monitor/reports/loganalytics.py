@@ -19,6 +19,7 @@ from monitor.rollup import HOUR_S
 from .source import Hists, HourRow, KindRow, Period, SourceData, TransitionRow, UsageRow
 
 QUERIES = ("hours", "kinds", "hists", "transitions", "usage")
+SUMMARY_QUERIES = ("hours", "hists")  # what the previous period is read for: the comparison
 HISTORY_DAYS = 400  # how far back transitions.kql looks for the state a period began in
 WORKSPACE_ENV = "FOUNDRY_MONITOR_WORKSPACE_ID"
 LOGS_AUDIENCE = "https://api.loganalytics.io"
@@ -59,9 +60,10 @@ class LogAnalyticsSource:
             options["endpoint"] = endpoint
         self.client = LogsQueryClient(credential, **options)
 
-    def fetch(self, period: Period) -> SourceData:
+    def fetch(self, period: Period, *, summary_only: bool = False) -> SourceData:
         notes: list[str] = []
-        tables = {name: self._run(name, period, notes) for name in QUERIES}
+        names = SUMMARY_QUERIES if summary_only else QUERIES
+        tables = {name: self._run(name, period, notes) if name in names else [] for name in QUERIES}
         return SourceData(
             hours=[HourRow(_hour(r["hour"]), r["resource"], r["deployment"], r["model"] or "",
                            int(r["canaries"]), int(r["ok"]), int(r["rechecks"]), int(r["input_tokens"]),
@@ -76,8 +78,9 @@ class LogAnalyticsSource:
                                        r["to_state"], r["cause"] or None, r["hint"] or None,
                                        r["request_id"] or None, r["apim_request_id"] or None)
                          for r in tables["transitions"]],
-            usage=[UsageRow(r["resource"], _num(r["requests"]), _num(r["input_tokens"]),
-                            _num(r["output_tokens"])) for r in tables["usage"]],
+            usage=None if summary_only else [UsageRow(r["resource"], _num(r["requests"]),
+                                                      _num(r["input_tokens"]), _num(r["output_tokens"]))
+                                             for r in tables["usage"]],
             notes=tuple(notes))
 
     def _run(self, name: str, period: Period, notes: list[str]) -> list[dict[str, Any]]:

@@ -98,4 +98,6 @@ class SourceData:
 class ReportSource(Protocol):
     name: str
 
-    def fetch(self, period: Period) -> SourceData: ...
+    def fetch(self, period: Period, *, summary_only: bool = False) -> SourceData:
+        """The period's data; with summary_only, just what a comparison with the next period needs
+        (hours and histograms: no kinds, transitions or usage)."""
