@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,19 @@ async def until(condition: Callable[[], bool], timeout: float = 20.0, step: floa
         if loop.time() > end:
             raise AssertionError(f"condition not met within {timeout}s")
         await asyncio.sleep(step)
+
+
+@contextlib.asynccontextmanager
+async def started(daemon: Daemon, timeout: float = 15.0) -> AsyncIterator[asyncio.Task[int]]:
+    """Run ``daemon`` until the block ends: entered once it is ready (every deployment probed once)."""
+    task = asyncio.create_task(daemon.run(install_signals=False))
+    try:
+        await until(lambda: daemon.ready() or task.done(), timeout=timeout)
+        assert not task.done(), "the daemon did not start"
+        yield task
+    finally:
+        daemon.request_stop()
+        await task
 
 
 def results(daemon: Daemon) -> list[Any]:

@@ -10,7 +10,6 @@ and reaches the loader from the environment, as ``${ANTHROPIC_FOUNDRY_API_KEY}``
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import os
 import string
@@ -29,7 +28,7 @@ from monitor import config
 from monitor.daemon import Daemon
 from monitor.emulator.runner import EmulatorServer
 from monitor.errors import ConfigError
-from tests.daemon_helpers import config_text, make_daemon, until
+from tests.daemon_helpers import config_text, make_daemon, started, until
 from tests.test_config import CONFIG_WORDS, documents, keys, mutated_checks_yaml, scalars
 from tests.test_daemon import scenario
 
@@ -247,14 +246,8 @@ async def running(tmp_path: Path) -> AsyncIterator[tuple[Daemon, EmulatorServer,
         text = config_text(emu.base_url, emu.api_key, NAMES, tmp_path / "data",
                            defaults={"interval": "250ms", "timeout": "200ms"})
         daemon = make_daemon(tmp_path, text)
-        task = asyncio.create_task(daemon.run(install_signals=False))
-        try:
-            await until(lambda: daemon.ready() or task.done(), timeout=15)
-            assert not task.done(), "the daemon did not start"
+        async with started(daemon):
             yield daemon, emu, text
-        finally:
-            daemon.request_stop()
-            await task
 
 
 def probes(emu: EmulatorServer) -> dict[str, int]:

@@ -5,7 +5,6 @@ and nothing of the emulator's admin API.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import socket
 from collections.abc import AsyncIterator
@@ -20,7 +19,7 @@ import pytest
 from monitor import config as config_mod
 from monitor.daemon import Daemon
 from monitor.emulator.runner import EmulatorServer
-from tests.daemon_helpers import config_text, make_daemon, until
+from tests.daemon_helpers import config_text, make_daemon, started
 from tests.test_daemon import scenario
 
 TOKEN = "tok-RELIABILITY-5f2c9a0e-DO-NOT-PRINT"
@@ -54,14 +53,8 @@ async def running(tmp_path: Path, server: str = "{port: 0}",
                                defaults={"interval": "200ms", "timeout": "150ms"})
             assert "server: {port: 0}\n" in text
             daemon = make_daemon(tmp_path, text.replace("server: {port: 0}\n", f"server: {server}\n"), **opts)
-            task = asyncio.create_task(daemon.run(install_signals=False))
-            try:
-                await until(lambda: daemon.ready() or task.done(), timeout=15)
-                assert not task.done(), "the daemon did not start"
+            async with started(daemon):
                 yield daemon, emu, records
-            finally:
-                daemon.request_stop()
-                await task
     finally:
         logger.removeHandler(records)
         logger.setLevel(level)
