@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Callable
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +57,19 @@ async def started(daemon: Daemon, timeout: float = 15.0) -> AsyncIterator[asynci
     finally:
         daemon.request_stop()
         await task
+
+
+@contextlib.contextmanager
+def monitor_process(args: list[str], *, stdout: Any, stderr: Any = subprocess.STDOUT,
+                    env: Mapping[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    """`python -m monitor ARGS` for the block; killed at its end if it is still running."""
+    proc = subprocess.Popen([sys.executable, "-m", "monitor", *args], stdout=stdout, stderr=stderr, env=env)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)
 
 
 def results(daemon: Daemon) -> list[Any]:

@@ -9,7 +9,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,7 +21,7 @@ import pytest
 from monitor.emulator.runner import EmulatorServer
 
 from .capture import capture_server
-from .daemon_helpers import config_text
+from .daemon_helpers import config_text, monitor_process
 from .loopback import free_port
 from .test_daemon import scenario
 from .test_daemon_process import ready, wait_for
@@ -35,16 +34,10 @@ IDENTITY_VARS = ("AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_CLIENT_SECRET", "A
 @contextmanager
 def run_daemon(config: Path, port: int, env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
     full = {k: v for k, v in os.environ.items() if k not in IDENTITY_VARS} | env
-    with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "monitor", "run", "--config", str(config), "--port",
-                                 str(port), "--log-format", "json", "--location", "lab-1"],
-                                stdout=out, stderr=subprocess.STDOUT, env=full)
-        try:
-            yield proc
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait(10)
+    args = ["run", "--config", str(config), "--port", str(port), "--log-format", "json",
+            "--location", "lab-1"]
+    with log.open("wb") as out, monitor_process(args, stdout=out, env=full) as proc:
+        yield proc
 
 
 def stop(proc: subprocess.Popen[bytes]) -> float:

@@ -10,7 +10,6 @@ import signal
 import sqlite3
 import ssl
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -30,7 +29,7 @@ from monitor.errors import StoreError
 from monitor.notify.weekly import JOB, due
 from monitor.store import Store
 from tests.certs import Certs, make_certs
-from tests.daemon_helpers import config_text
+from tests.daemon_helpers import config_text, monitor_process
 from tests.loopback import free_port
 from tests.test_daemon_process import get, ready, wait_for
 from tests.test_telemetry_process import IDENTITY_VARS
@@ -43,16 +42,9 @@ from tests.test_weekly import PASSWORD, USER, Inbox, authenticator
 def daemon(config: Path, port: int, log: Path, *extra: str) -> Iterator[subprocess.Popen[bytes]]:
     """`foundry-monitor run` with its JSON log in a file (a pipe nobody reads would block a busy daemon)."""
     env = {k: v for k, v in os.environ.items() if k not in IDENTITY_VARS}
-    with log.open("ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "monitor", "run", "--config", str(config), "--port",
-                                 str(port), "--log-format", "json", *extra],
-                                stdout=out, stderr=subprocess.STDOUT, env=env)
-        try:
-            yield proc
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait(10)
+    args = ["run", "--config", str(config), "--port", str(port), "--log-format", "json", *extra]
+    with log.open("ab") as out, monitor_process(args, stdout=out, env=env) as proc:
+        yield proc
 
 
 @contextmanager

@@ -28,6 +28,7 @@ from monitor.emulator.runner import EmulatorServer
 from monitor.store import Store
 from tests.capture import capture_server
 from tests.certs import make_certs
+from tests.daemon_helpers import monitor_process
 from tests.loopback import free_port
 from tests.reliability.test_process_faults import smtp_server
 from tests.test_daemon_process import ready, wait_for
@@ -115,15 +116,9 @@ class Issued:
 
 @contextmanager
 def started(args: list[str], env: dict[str, str], out: Path) -> Iterator[subprocess.Popen[bytes]]:
-    with out.with_suffix(".out").open("wb") as stdout, out.with_suffix(".err").open("wb") as stderr:
-        proc = subprocess.Popen([sys.executable, "-m", "monitor", *args], stdout=stdout, stderr=stderr,
-                                env=env)
-        try:
-            yield proc
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait(10)
+    with out.with_suffix(".out").open("wb") as stdout, out.with_suffix(".err").open("wb") as stderr, \
+            monitor_process(args, stdout=stdout, stderr=stderr, env=env) as proc:
+        yield proc
 
 
 CRASH = """
