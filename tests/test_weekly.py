@@ -12,6 +12,7 @@ import ssl
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -65,8 +66,9 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
     return make_certs(tmp_path_factory.mktemp("smtp-tls"))
 
 
-@pytest.fixture
-def smtp(certs: Certs) -> Iterator[tuple[Inbox, int]]:
+@contextmanager
+def smtp_server(certs: Certs) -> Iterator[tuple[Inbox, int]]:
+    """aiosmtpd on loopback with STARTTLS and login: the inbox and its port."""
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.load_cert_chain(certs.chain, certs.key)
     inbox = Inbox()
@@ -78,6 +80,12 @@ def smtp(certs: Certs) -> Iterator[tuple[Inbox, int]]:
         yield inbox, port
     finally:
         controller.stop()
+
+
+@pytest.fixture
+def smtp(certs: Certs) -> Iterator[tuple[Inbox, int]]:
+    with smtp_server(certs) as server:
+        yield server
 
 
 def weekly_config(port: int, certs: Certs, tz: str = "Europe/Berlin", extra: str = "") -> config_mod.Config:

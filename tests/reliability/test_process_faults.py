@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import sqlite3
-import ssl
 import subprocess
 import threading
 import time
@@ -20,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
 
 from monitor import config as config_mod
 from monitor.emulator.runner import EmulatorServer
@@ -33,7 +31,7 @@ from tests.daemon_helpers import config_text, monitor_process
 from tests.loopback import free_port
 from tests.test_daemon_process import get, ready, wait_for
 from tests.test_telemetry_process import IDENTITY_VARS
-from tests.test_weekly import PASSWORD, USER, Inbox, authenticator
+from tests.test_weekly import PASSWORD, USER, smtp_server
 
 # --- helpers ---------------------------------------------------------------------------------------------
 
@@ -109,21 +107,6 @@ def when(iso: str) -> datetime:
 
 def integrity(path: Path) -> str:
     return str(scalar(path, "PRAGMA integrity_check"))
-
-
-@contextmanager
-def smtp_server(certs: Certs) -> Iterator[tuple[Inbox, int]]:
-    """aiosmtpd with STARTTLS and login, as in tests/test_weekly.py."""
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.load_cert_chain(certs.chain, certs.key)
-    inbox, port = Inbox(), free_port()
-    controller = Controller(inbox, hostname="127.0.0.1", port=port, tls_context=ctx, require_starttls=True,
-                            authenticator=authenticator, auth_require_tls=True)
-    controller.start()
-    try:
-        yield inbox, port
-    finally:
-        controller.stop()
 
 
 def weekly_section(smtp_port: int, certs: Certs, at: datetime) -> str:

@@ -30,10 +30,9 @@ from tests.capture import capture_server
 from tests.certs import make_certs
 from tests.daemon_helpers import monitor_process
 from tests.loopback import free_port
-from tests.reliability.test_process_faults import smtp_server
 from tests.test_daemon_process import ready, wait_for
 from tests.test_telemetry_process import IDENTITY_VARS
-from tests.test_weekly import PASSWORD, USER
+from tests.test_weekly import PASSWORD, USER, smtp_server
 
 API_KEY = "sk-secret-api-key-7d1c0ffee"
 ROTATED_KEY = "sk-secret-rotated-key-5e11ab1e"  # the resource no longer accepts it: 401 on every canary
