@@ -64,44 +64,38 @@ async def send(srv: Server, writer: Writer, data: bytes) -> None:
     srv.sent += len(data)
 
 
-async def flood_json(srv: Server, reader: asyncio.StreamReader, writer: Writer) -> None:
+async def send_until_huge(srv: Server, reader: asyncio.StreamReader, writer: Writer, head: bytes,
+                          chunk: bytes) -> None:
+    """Answer with `head`, then `chunk` again and again until HUGE bytes are out (or the client stops)."""
     await read_request(reader)
-    await send(srv, writer, b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
-                            b"content-length: %d\r\n\r\n{\"pad\": \"" % HUGE)
-    chunk = b"x" * 65536
+    await send(srv, writer, head)
     while srv.sent < HUGE:
         await send(srv, writer, chunk)
     srv.done = True
+
+
+JSON_HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+
+
+async def flood_json(srv: Server, reader: asyncio.StreamReader, writer: Writer) -> None:
+    head = JSON_HEAD + b"content-length: %d\r\n\r\n{\"pad\": \"" % HUGE
+    await send_until_huge(srv, reader, writer, head, b"x" * 65536)
 
 
 async def flood_chunked(srv: Server, reader: asyncio.StreamReader, writer: Writer) -> None:
-    await read_request(reader)
-    await send(srv, writer, b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
-                            b"transfer-encoding: chunked\r\n\r\n")
-    chunk = b"%x\r\n%s\r\n" % (65536, b"x" * 65536)
-    while srv.sent < HUGE:
-        await send(srv, writer, chunk)
-    srv.done = True
+    head = JSON_HEAD + b"transfer-encoding: chunked\r\n\r\n"
+    await send_until_huge(srv, reader, writer, head, b"%x\r\n%s\r\n" % (65536, b"x" * 65536))
 
 
 async def flood_sse_one_event(srv: Server, reader: asyncio.StreamReader, writer: Writer) -> None:
     """50 MB in one event that never ends (no blank line): the parser's buffer must not follow it."""
-    await read_request(reader)
-    await send(srv, writer, SSE_HEAD + b"\r\n" + MESSAGE_START + b'event: content_block_delta\ndata: {"t":"')
-    chunk = b"y" * 65536
-    while srv.sent < HUGE:
-        await send(srv, writer, chunk)
-    srv.done = True
+    head = SSE_HEAD + b"\r\n" + MESSAGE_START + b'event: content_block_delta\ndata: {"t":"'
+    await send_until_huge(srv, reader, writer, head, b"y" * 65536)
 
 
 async def endless_pings(srv: Server, reader: asyncio.StreamReader, writer: Writer) -> None:
     """A stream that never ends, as fast as the client reads: the 1 MiB stream bound ends it."""
-    await read_request(reader)
-    await send(srv, writer, SSE_HEAD + b"\r\n" + MESSAGE_START + DELTA)
-    burst = PING * 1000
-    while srv.sent < HUGE:
-        await send(srv, writer, burst)
-    srv.done = True
+    await send_until_huge(srv, reader, writer, SSE_HEAD + b"\r\n" + MESSAGE_START + DELTA, PING * 1000)
 
 
 async def endless_slow_pings(srv: Server, reader: asyncio.StreamReader, writer: Writer) -> None:
