@@ -60,6 +60,10 @@ class Fleet:
     transports: dict[str, httpx.AsyncBaseTransport] = field(default_factory=dict)
     auths: dict[str, AuthProvider] = field(default_factory=dict)
     closed: bool = False
+    by_key: dict[tuple[str, str], Target] = field(init=False)  # the targets by (resource, deployment)
+
+    def __post_init__(self) -> None:
+        self.by_key = {t.key: t for t in self.targets}
 
     async def aclose(self) -> None:
         self.closed = True

@@ -102,7 +102,6 @@ class Daemon:
         self.health = HealthTracker.restore(store.get_state("health") or {})
         self.health.reconcile(_stored_incidents(store))
         self.fleet = build_fleet(cfg, shard=opts.shard, max_concurrency=opts.max_concurrency)
-        self.targets = {t.key: t for t in self.fleet.targets}
         self.scheduler = CanaryScheduler(self.fleet, self, max_concurrency=opts.max_concurrency,
                                          location=opts.location, now=opts.now,
                                          rng=random.Random(opts.seed))  # noqa: S311 - jitter only
@@ -140,7 +139,7 @@ class Daemon:
             counts[1] += 1
 
     def confirmed(self, r: CanaryResult) -> None:
-        target = self.targets.get((r.resource, r.deployment))
+        target = self.fleet.by_key.get((r.resource, r.deployment))
         if target is None:  # removed by a reload while it ran
             return
         change = self.health.observe(r, target.settings, self.opts.now())
@@ -148,7 +147,7 @@ class Daemon:
             self._changed(change)
 
     def expect_every(self, key: Key, interval_s: float) -> None:
-        target = self.targets.get(key)
+        target = self.fleet.by_key.get(key)
         if target is not None:
             self.health.expect(key, interval_s, target.settings.timeout)
 
@@ -356,9 +355,9 @@ class Daemon:
         except Exception as exc:  # noqa: BLE001 - whatever the new config trips on, the old one keeps running
             self.scheduler.replace(old_fleet)
             return self._reload_failed(f"cannot schedule the new config: {type(exc).__name__}: {exc}")
-        self.cfg, self.fleet, self.targets = new, fleet, {t.key: t for t in fleet.targets}
+        self.cfg, self.fleet = new, fleet
         for key in removed:
-            if key not in self.targets:
+            if key not in fleet.by_key:
                 closed = self.health.forget(key, self.opts.now())
                 if closed is not None and closed.ended_at is not None:
                     self.store.close_incident(key[0], key[1], closed.state.value, closed.ended_at)

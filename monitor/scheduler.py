@@ -103,7 +103,7 @@ class CanaryScheduler:
 
     def replace(self, fleet: Fleet) -> tuple[list[Key], list[Key]]:
         """Swap in a new fleet: unchanged deployments keep their schedule; returns (added, removed)."""
-        old, new = self._targets, {t.key: t for t in fleet.targets}
+        old, new = self._targets, fleet.by_key
         removed = [k for k in old if k not in new or old[k] != new[k]]
         added = [k for k in new if k not in old or old[k] != new[k]]
         for key in removed:
