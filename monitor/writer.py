@@ -74,12 +74,12 @@ class ResultWriter:
         del self._writing[write]
         exc = None if write.cancelled() else write.exception()
         failed = write.cancelled() or exc is not None
-        if self._stopped:  # stop() gave up waiting for this write and counted its rows lost
-            if not failed:
-                self.written += len(rows)
-                self.lost -= len(rows)
-        elif not failed:
+        if not failed:
             self.written += len(rows)
+            if self._stopped:  # stop() gave up waiting for this write and counted its rows lost
+                self.lost -= len(rows)
+        elif self._stopped:
+            pass  # already counted lost by stop()
         elif exc is None or isinstance(exc, StoreError):
             self.failures += 1
             self.last_error = str(exc) if exc is not None else "write cancelled"
