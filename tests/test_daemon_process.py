@@ -17,7 +17,7 @@ import pytest
 
 from monitor.emulator.runner import EmulatorServer
 
-from .daemon_helpers import config_text
+from .daemon_helpers import config_text, monitor_process
 from .loopback import free_port
 from .test_daemon import scenario
 
@@ -31,16 +31,10 @@ def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None:
 
 
 @contextmanager
-def daemon_process(config: Path, port: int) -> Iterator[subprocess.Popen[str]]:
-    proc = subprocess.Popen([sys.executable, "-m", "monitor", "run", "--config", str(config), "--port",
-                             str(port), "--log-format", "json"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    try:
+def daemon_process(config: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
+    args = ["run", "--config", str(config), "--port", str(port), "--log-format", "json"]
+    with monitor_process(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
         yield proc
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(10)
 
 
 def get(port: int, path: str) -> Any:
@@ -70,7 +64,7 @@ def test_sigterm_with_canaries_in_flight_exits_cleanly_and_the_store_is_whole(tm
             started = len(emu.log())
             proc.send_signal(signal.SIGTERM)
             t0 = time.monotonic()
-            _, err = proc.communicate(timeout=15)
+            err = proc.communicate(timeout=15)[1].decode()
             took = time.monotonic() - t0
         assert proc.returncode == 0, err[-2000:]
     assert took < 15
@@ -103,7 +97,7 @@ def test_sighup_with_a_broken_file_keeps_the_old_config_and_a_good_one_adds_a_de
             wait_for(lambda: any(e["deployment"] == "second" for e in emu.log()))
             status = get(port, "/status")
             proc.send_signal(signal.SIGTERM)
-            _, err = proc.communicate(timeout=15)
+            err = proc.communicate(timeout=15)[1].decode()
     assert status["reloads"]["ok"] == 1 and status["reloads"]["last_ok"] is True
     assert {d["deployment"] for d in status["deployments"]} == {"first", "second"}
     assert "intreval" in err and "the previous config keeps running" in err
