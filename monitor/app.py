@@ -16,6 +16,7 @@ from .auth import ApiKeyAuth, AuthProvider, EntraAuth, entra_credential
 from .canary import Target
 from .config import Config, Resource
 from .errors import MonitorError
+from .netio import AsyncioBackend
 from .reports.source import ReportSource
 from .store import Store
 
@@ -108,14 +109,19 @@ def build_transport(url: str, pool: int = POOL_PER_RESOURCE) -> httpx.AsyncHTTPT
     """httpx's connection pool for one resource, used without an ``httpx.AsyncClient``: the client's
     cookie, redirect, auth and header-merging layers do nothing for a canary and cost a quarter of its
     CPU (bench/daemon_bench.py). What the client would take from the environment is kept: the proxy
-    (HTTPS_PROXY, ALL_PROXY, NO_PROXY) here, and SSL_CERT_FILE / SSL_CERT_DIR in the transport."""
-    return httpx.AsyncHTTPTransport(
+    (HTTPS_PROXY, ALL_PROXY, NO_PROXY) here, and SSL_CERT_FILE / SSL_CERT_DIR in the transport.
+
+    Its sockets are asyncio's own (`netio`) rather than anyio's: httpx takes no network backend, so it is
+    set on the httpcore pool it built (httpcore's public seam), before any connection exists."""
+    transport = httpx.AsyncHTTPTransport(
         # keep idle connections a minute (httpx's default is 5 s): with intervals of a few seconds or more,
         # every canary would otherwise pay a new TCP + TLS handshake and report it as Foundry's latency
         limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool,
                             keepalive_expiry=KEEPALIVE_S),
         proxy=environment_proxy(url),
     )
+    transport._pool._network_backend = AsyncioBackend()  # noqa: SLF001 - see above; tested
+    return transport
 
 
 def environment_proxy(url: str) -> str | None:

@@ -6,7 +6,6 @@ import asyncio
 import ssl
 import time
 
-import httpx
 import pytest
 import trustme
 
@@ -25,8 +24,9 @@ def request(port: int, timeout: float = 2.0, scheme: str = "http", stream: bool 
                                prompt="hi", max_tokens=1, stream=stream, timeout=timeout)
 
 
-async def run(req: probe.Request, fake_key: str, verify: ssl.SSLContext | bool = True) -> probe.Outcome:
-    async with httpx.AsyncHTTPTransport(verify=verify) as transport:
+async def run(req: probe.Request, fake_key: str) -> probe.Outcome:
+    """Through the transport the daemon builds (its asyncio sockets, the environment's CA and proxy)."""
+    async with build_transport(req.url) as transport:
         return await probe.run(req, transport, ApiKeyAuth(Secret(fake_key)))
 
 
@@ -45,7 +45,7 @@ async def test_a_tls_server_with_an_untrusted_certificate_is_a_tls_error(fake_ke
         await read_request(reader)
 
     async with raw_server(answer, server_ctx) as port:
-        outcome = await run(request(port, scheme="https"), fake_key, verify=ssl.create_default_context())
+        outcome = await run(request(port, scheme="https"), fake_key)
     verdict = classify(outcome)
     assert verdict.kind is FailureKind.TLS_ERROR
     assert "SSL_CERT_FILE" in verdict.hint
