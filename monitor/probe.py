@@ -37,6 +37,7 @@ class Request:
     body: bytes
     stream: bool
     timeout: float
+    parsed_url: httpx.URL = field(compare=False, repr=False)  # parsed once: parsing costs ~13 us a canary
 
     @classmethod
     def build(cls, resource: str, deployment: str, url: str, *, prompt: str, max_tokens: int,
@@ -45,7 +46,7 @@ class Request:
                                    "messages": [{"role": "user", "content": prompt}]}
         if stream:
             payload["stream"] = True
-        return cls(resource, deployment, url, json.dumps(payload).encode(), stream, timeout)
+        return cls(resource, deployment, url, json.dumps(payload).encode(), stream, timeout, httpx.URL(url))
 
     @property
     def timeouts(self) -> dict[str, float]:
@@ -131,7 +132,7 @@ async def _exchange(req: Request, transport: httpx.AsyncBaseTransport, headers: 
         if not wire and event in _WIRE_START:
             wire.append(clock())
 
-    request = httpx.Request("POST", req.url, content=req.body, headers=headers,
+    request = httpx.Request("POST", req.parsed_url, content=req.body, headers=headers,
                             extensions={"timeout": req.timeouts, "trace": trace})
     response = await transport.handle_async_request(request)
     t0 = wire[0] if wire else t_call
