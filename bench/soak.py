@@ -6,6 +6,14 @@ the daemon's RSS, open file descriptors, threads, CPU, canaries, states and tele
 end, whether RSS, descriptors and threads stayed flat after warm-up (the warm-up sample against the
 last one, with the growth in %). Not part of CI; it never fails on figures.
 
+Warm-up is one pass of the whole fault cycle at 20 s a phase before the compressed day starts. Each phase
+faults the same deployments every time it comes round, so after that pass the daemon has met every
+(deployment, failure kind) the day will bring. This matters for memory: every combination is a new
+metric series (duration, TTFT and result counts per deployment and kind), which OpenTelemetry keeps
+for the life of the process, about 11 KB per deployment and kind for each metric reader. Series are
+bounded by deployments x kinds but, met one by one, they would read as slow growth for hours. The
+`series` column (samples in /metrics) shows whether new ones still appear after warm-up.
+
     .venv/bin/python bench/soak.py                       # 100 deployments at 1 s for an hour
     .venv/bin/python bench/soak.py --duration 300s       # a short run
     .venv/bin/python bench/soak.py --deployments 200 --interval 2s --duration 2h --sample 5m
@@ -140,21 +148,31 @@ class Emulator:
 
 
 class FaultCycle:
-    def __init__(self, emu: Emulator, deployments: list[str], phase_s: float) -> None:
-        self.emu, self.deployments, self.phase_s = emu, deployments, phase_s
+    """The phases in order, first once at `warm_phase_s` each (the warm-up pass), then at `phase_s`."""
+
+    def __init__(self, emu: Emulator, deployments: list[str], phase_s: float,
+                 warm_phase_s: float = 0.0) -> None:
+        self.emu, self.deployments, self.phase_s, self.warm_phase_s = emu, deployments, phase_s, warm_phase_s
+        self.warm_s = warm_phase_s * len(PHASES)
         self.index = -1
         self.faulted: set[str] = set()
         self.started = time.monotonic()
 
     def tick(self) -> Phase | None:
         """Switch to the next phase when its time has come; returns the new phase."""
-        index = int((time.monotonic() - self.started) // self.phase_s)
+        elapsed = time.monotonic() - self.started
+        if elapsed < self.warm_s:
+            index = int(elapsed // self.warm_phase_s)
+        else:
+            index = len(PHASES) + int((elapsed - self.warm_s) // self.phase_s)
         if index == self.index:
             return None
         self.index = index
-        phase = PHASES[index % len(PHASES)]
+        position = index % len(PHASES)
+        phase = PHASES[position]
         count = round(phase.share * len(self.deployments))
-        start = (index * 7) % len(self.deployments)  # a different slice each phase: incidents open and close
+        # a different slice for each phase (incidents open and close), the same one each time it comes round
+        start = (position * 7) % len(self.deployments)
         chosen = {self.deployments[(start + k) % len(self.deployments)] for k in range(count)}
         for name in self.faulted - chosen:
             self.emu.set_faults(name, [])
@@ -200,6 +218,7 @@ class Sample:
     served: int
     envelopes: int
     store_mb: float
+    series: int = 0
     states: dict[str, int] = field(default_factory=dict)
     incidents: int = 0
     phase: str = ""
@@ -243,6 +262,15 @@ def status(port: int) -> dict[str, Any] | None:
     return dict(r.json()) if r.status_code == 200 else None
 
 
+def metric_samples(port: int) -> int:
+    """Samples in the Prometheus exposition: one per series (and per bucket of a histogram)."""
+    try:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    except httpx.HTTPError:
+        return 0
+    return sum(1 for line in text.splitlines() if line and not line.startswith("#"))
+
+
 def growth(first: float, last: float) -> float:
     return (last - first) / first * 100 if first else float("nan")
 
@@ -274,6 +302,8 @@ def report(samples: list[Sample], warmup_s: float) -> None:
          last.fds <= fd_ceiling),
         ("threads", base.threads, last.threads, f"{growth(base.threads, last.threads):+.1f}%", threads <= 2),
     ]
+    print(f"{'metric samples (series)':28} {base.series:10d} {last.series:10d} "
+          f"{growth(base.series, last.series):+9.1f}%  (new series cost memory: see the docstring)")
     for name, a, b, g, flat in rows:
         print(f"{name:28} {a:10.1f} {b:10.1f} {g:>10}  {'flat' if flat else 'GROWING'}")
     print(f"{'peak RSS (MB)':28} {peak:10.1f}")
@@ -297,14 +327,20 @@ def main() -> int:
     ap.add_argument("--sample", default="60s", help="time between samples (default 60s)")
     ap.add_argument("--phase", default=None,
                     help="how long each fault phase lasts (default: duration / 24, one compressed hour)")
-    ap.add_argument("--warmup", default="5m", help="the sample growth is measured from (default 5m)")
+    ap.add_argument("--warmup-phase", default="20s",
+                    help="length of each phase in the warm-up pass before the day (default 20s; 0s skips it)")
+    ap.add_argument("--settle", default="2m",
+                    help="growth is measured from the first sample this long after the warm-up pass "
+                         "(default 2m)")
     ap.add_argument("--entra-share", type=float, default=0.1,
                     help="share of deployments probed with Entra tokens from the emulator (default 0.1)")
     ap.add_argument("--data-dir", default=None, help="keep the store, daemon log and telemetry here")
     args = ap.parse_args()
     duration, sample_s = parse_duration(args.duration), parse_duration(args.sample)
     phase_s = parse_duration(args.phase) if args.phase else duration / 24
-    warmup_s = min(parse_duration(args.warmup), duration / 2)
+    warm_phase_s = parse_duration(args.warmup_phase) if args.warmup_phase not in ("0", "0s") else 0.0
+    warm_pass_s = warm_phase_s * len(PHASES)
+    warmup_s = warm_pass_s + min(parse_duration(args.settle), duration / 2)
     sys.path.insert(0, str(ROOT))
     from tests.capture import CaptureServer
 
@@ -325,10 +361,11 @@ def main() -> int:
     daemon = subprocess.Popen([sys.executable, "-m", "monitor", "run", "--config", str(cfg), "--port",
                                str(port), "--log-format", "json"], stdout=log, stderr=subprocess.STDOUT,
                               env=env, cwd=ROOT)
-    print(f"soak: {args.deployments} deployments every {args.interval} for {format_duration(duration)}, "
-          f"fault phases of {format_duration(round(phase_s))}, samples every {format_duration(sample_s)}; "
+    print(f"soak: {args.deployments} deployments every {args.interval} for {format_duration(duration)} "
+          f"after a warm-up pass of {format_duration(round(warm_pass_s))}, fault phases of "
+          f"{format_duration(round(phase_s))}, samples every {format_duration(sample_s)}; "
           f"daemon pid {daemon.pid}, work dir {work}", flush=True)
-    cycle = FaultCycle(emu, deployments, phase_s)
+    cycle = FaultCycle(emu, deployments, phase_s, warm_phase_s)
     proc = Proc(daemon.pid)
     samples: list[Sample] = []
     stopping = False
@@ -340,7 +377,7 @@ def main() -> int:
     signal.signal(signal.SIGINT, interrupted)
     signal.signal(signal.SIGTERM, interrupted)
     print(f"{'time':>6} {'RSS MB':>8} {'fds':>5} {'thr':>4} {'CPU%':>6} {'canaries':>9} {'served':>7} "
-          f"{'envel.':>7} {'store MB':>8} {'incid.':>6}  states / phase", flush=True)
+          f"{'envel.':>7} {'store MB':>8} {'series':>7} {'incid.':>6}  states / phase", flush=True)
     started = time.monotonic()
     last_counts = 0
     next_sample = started + sample_s
@@ -353,7 +390,7 @@ def main() -> int:
             cap.requests.clear()
         return n
 
-    end = started + duration
+    end = started + warm_pass_s + duration
     try:
         while not stopping and daemon.poll() is None:
             switched = cycle.tick()
@@ -368,13 +405,14 @@ def main() -> int:
                 store = sum(p.stat().st_size for p in (work / "data").glob("results.sqlite3*"))
                 s = Sample(now - started, proc.rss_mb(), proc.fds(), proc.threads(), proc.cpu_pct(),
                            counts - last_counts, emu.drain_log(), envelopes(), store / 1e6,
-                           dict(states), len(st.get("open_incidents", [])), phase)
+                           metric_samples(port), dict(states), len(st.get("open_incidents", [])),
+                           phase + (" (warm-up)" if now - started < warm_pass_s else ""))
                 last_counts = counts
                 samples.append(s)
                 tally = " ".join(f"{k}={v}" for k, v in sorted(s.states.items()))
                 print(f"{format_duration(round(s.t)):>6} {s.rss_mb:8.1f} {s.fds:5d} {s.threads:4d} "
                       f"{s.cpu_pct:6.1f} {s.canaries:9d} {s.served:7d} {s.envelopes:7d} {s.store_mb:8.1f} "
-                      f"{s.incidents:6d}  {tally} / {s.phase}", flush=True)
+                      f"{s.series:7d} {s.incidents:6d}  {tally} / {s.phase}", flush=True)
                 if now >= end:
                     break
             time.sleep(min(1.0, max(0.0, min(next_sample, end) - time.monotonic())))
