@@ -302,10 +302,10 @@ def report(samples: list[Sample], warmup_s: float) -> None:
          last.fds <= fd_ceiling),
         ("threads", base.threads, last.threads, f"{growth(base.threads, last.threads):+.1f}%", threads <= 2),
     ]
-    print(f"{'metric samples (series)':28} {base.series:10d} {last.series:10d} "
-          f"{growth(base.series, last.series):+9.1f}%  (new series cost memory: see the docstring)")
     for name, a, b, g, flat in rows:
         print(f"{name:28} {a:10.1f} {b:10.1f} {g:>10}  {'flat' if flat else 'GROWING'}")
+    print(f"{'metric samples (series)':28} {base.series:10d} {last.series:10d} "
+          f"{growth(base.series, last.series):+9.1f}%  (new series cost memory: see the docstring)")
     print(f"{'peak RSS (MB)':28} {peak:10.1f}")
     print(f"{'fds after warm-up min/max':28} {min(s.fds for s in after):10d} {max(s.fds for s in after):10d}")
     slope = 0.0
