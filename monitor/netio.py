@@ -28,6 +28,10 @@ HIGH_WATER = 256 * 1024  # buffered bytes at which reading pauses (a canary answ
 LOW_WATER = 64 * 1024
 
 
+def _why(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
+
+
 class _Protocol(asyncio.Protocol):
     """Buffers what the transport delivers and wakes the one reader or writer waiting on it."""
 
@@ -80,8 +84,7 @@ class _Protocol(asyncio.Protocol):
     # --- used by the stream ----------------------------------------------------------------------
 
     async def wait_readable(self) -> None:
-        if self.buffer or self.eof:
-            return
+        """Until data, EOF or an error arrives (the caller has checked that none has yet)."""
         self._waiter = asyncio.get_running_loop().create_future()
         try:
             await self._waiter
@@ -89,8 +92,12 @@ class _Protocol(asyncio.Protocol):
             self._waiter = None
 
     def take(self, max_bytes: int) -> bytes:
-        data = bytes(self.buffer[:max_bytes])
-        del self.buffer[:max_bytes]
+        if len(self.buffer) <= max_bytes:  # the usual case: hand over everything, one copy
+            data = bytes(self.buffer)
+            self.buffer.clear()
+        else:
+            data = bytes(self.buffer[:max_bytes])
+            del self.buffer[:max_bytes]
         if self.paused_reading and len(self.buffer) < LOW_WATER and self.transport is not None:
             self.paused_reading = False
             self.transport.resume_reading()
@@ -119,7 +126,7 @@ class AsyncioStream(AsyncNetworkStream):
         if p.buffer:
             return p.take(max_bytes)
         if p.error is not None:
-            raise httpcore.ReadError(str(p.error) or type(p.error).__name__) from p.error
+            raise httpcore.ReadError(_why(p.error)) from p.error
         return b""
 
     async def write(self, buffer: bytes, timeout: float | None = None) -> None:
@@ -127,7 +134,7 @@ class AsyncioStream(AsyncNetworkStream):
             return
         p = self._protocol
         if p.error is not None or self._transport.is_closing():
-            raise httpcore.WriteError(str(p.error) if p.error else "the connection is closed")
+            raise httpcore.WriteError(_why(p.error) if p.error else "the connection is closed")
         try:
             self._transport.write(buffer)
             async with asyncio.timeout(timeout):
@@ -135,7 +142,7 @@ class AsyncioStream(AsyncNetworkStream):
         except TimeoutError:
             raise httpcore.WriteTimeout("could not write within the write timeout") from None
         except OSError as exc:
-            raise httpcore.WriteError(str(exc) or type(exc).__name__) from exc
+            raise httpcore.WriteError(_why(exc)) from exc
 
     async def aclose(self) -> None:
         self._transport.close()
@@ -155,7 +162,7 @@ class AsyncioStream(AsyncNetworkStream):
             raise httpcore.ConnectTimeout("TLS handshake did not finish within the connect timeout") from None
         except (OSError, ssl.SSLError) as exc:
             await self.aclose()
-            raise httpcore.ConnectError(str(exc) or type(exc).__name__) from exc
+            raise httpcore.ConnectError(_why(exc)) from exc
         if transport is None:  # the connection closed during the handshake
             raise httpcore.ConnectError("connection closed during the TLS handshake")
         protocol.connection_made(transport)  # start_tls does not call it: the protocol is handed over
@@ -189,7 +196,7 @@ class AsyncioBackend(AsyncNetworkBackend):
         except TimeoutError:
             raise httpcore.ConnectTimeout(f"no connection to {host}:{port} in time") from None
         except OSError as exc:
-            raise httpcore.ConnectError(str(exc) or type(exc).__name__) from exc
+            raise httpcore.ConnectError(_why(exc)) from exc
         sock: socket.socket = transport.get_extra_info("socket")
         for option in socket_options or ():
             sock.setsockopt(*option)
