@@ -247,12 +247,12 @@ class Daemon:
         self._expect_all()
         self._tell_telemetry()
         _freeze_startup_objects()  # before the first canary is due: the collection it starts with pauses
-        switch_interval = sys.getswitchinterval()
-        sys.setswitchinterval(SWITCH_INTERVAL_S)
         self.scheduler.start()
         self._running = True
         event(log, logging.INFO, "started", event="started", deployments=len(self.fleet.targets),
               port=self.port, location=self.opts.location or None)
+        switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
         try:
             await self._loop()
         finally:
