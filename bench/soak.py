@@ -338,7 +338,7 @@ def main() -> int:
     args = ap.parse_args()
     duration, sample_s = parse_duration(args.duration), parse_duration(args.sample)
     phase_s = parse_duration(args.phase) if args.phase else duration / 24
-    warm_phase_s = parse_duration(args.warmup_phase) if args.warmup_phase not in ("0", "0s") else 0.0
+    warm_phase_s = parse_duration(args.warmup_phase)
     warm_pass_s = warm_phase_s * len(PHASES)
     warmup_s = warm_pass_s + min(parse_duration(args.settle), duration / 2)
     sys.path.insert(0, str(ROOT))
