@@ -20,10 +20,10 @@ from pathlib import Path
 
 import httpx
 
-from monitor import probe
-from monitor.app import build_transport
-from monitor.auth import ApiKeyAuth
-from monitor.secrets import Secret
+from monitor.canary import probe
+from monitor.canary.auth import ApiKeyAuth
+from monitor.canary.fleet import build_transport
+from monitor.config.secrets import Secret
 
 KEY = "bench-key"
 SCENARIO = {"api_key": KEY, "deployments": [

@@ -26,9 +26,9 @@ import httpx
 
 from monitor import config as config_mod
 from monitor import logs
-from monitor.daemon import Daemon, Options
-from monitor.durations import parse_duration
-from monitor.store import Store
+from monitor.config.durations import parse_duration
+from monitor.daemon.service import Daemon, Options
+from monitor.store.sqlite import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -40,7 +40,7 @@ from typing import Any
 
 import httpx
 
-from monitor.durations import format_duration, parse_duration
+from monitor.config.durations import format_duration, parse_duration
 
 ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "soak-key"

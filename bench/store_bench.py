@@ -22,7 +22,7 @@ from monitor import config as config_mod
 from monitor.reports.build import build_report
 from monitor.reports.local import LocalSource
 from monitor.reports.render import render
-from monitor.store import Store
+from monitor.store.sqlite import Store
 
 KINDS = ["ok"] * 995 + ["overloaded", "rate_limited", "server_error", "timeout", "invalid_api_key"]
 

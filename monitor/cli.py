@@ -16,14 +16,15 @@ import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from monitor.canary.results import CanaryResult
+from monitor.config.durations import format_duration, parse_duration
+from monitor.reports.source import ReportSource
+
 from . import __version__
 from . import config as config_mod
-from .durations import format_duration, parse_duration
 from .emulator import cli as emulator_cli
 from .errors import MonitorError
 from .reports import FORMATS
-from .reports.source import ReportSource
-from .results import CanaryResult
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUG = 0, 1, 2, 3
 
@@ -183,8 +184,8 @@ def format_table(rows: Sequence[Sequence[str]]) -> str:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from .app import build_fleet
-    from .canary import run_canary
+    from monitor.canary.fleet import build_fleet
+    from monitor.canary.run import run_canary
 
     cfg = load_config(args)
     only = set(args.deployment) if args.deployment else None
@@ -256,10 +257,11 @@ def format_results(results: Sequence[CanaryResult]) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from monitor.daemon.service import Daemon, Options
+    from monitor.store.sqlite import Store
+
     from . import logs, telemetry
     from .app import data_dir, parse_shard, store_path
-    from .daemon import Daemon, Options
-    from .store import Store
 
     cfg = load_config(args)
     logs.setup(args.log_level or cfg.log_level, args.log_format)
@@ -281,9 +283,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+    from monitor.reports.build import build_report
+    from monitor.reports.render import render
+
     from .app import build_report_source
-    from .reports.build import build_report
-    from .reports.render import render
 
     cfg = load_config(args)
     if args.days is not None and not 1 <= args.days <= 400:
@@ -312,9 +315,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 def _send_weekly(cfg: config_mod.Config, source: ReportSource, to: list[str] | None) -> int:
     from datetime import UTC, datetime
 
+    from monitor.notify.weekly import WEEK_DAYS, build_notifier, compose
+    from monitor.reports.build import build_report
+
     from .notify import NotifyError
-    from .notify.weekly import WEEK_DAYS, build_notifier, compose
-    from .reports.build import build_report
 
     recipients = tuple(to or cfg.reports.weekly.recipients)
     if not recipients:

@@ -12,11 +12,12 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from monitor.daemon.service import Daemon, Options
+from monitor.emulator.runner import EmulatorServer
+from monitor.store.sqlite import Store
+
 from . import config as config_mod
 from . import logs
-from .daemon import Daemon, Options
-from .emulator.runner import EmulatorServer
-from .store import Store
 from .telemetry import OtelTelemetry
 
 SCENARIO = Path(__file__).with_name("demo_scenario.yaml")

@@ -12,7 +12,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from .results import CanaryResult
+from monitor.canary.results import CanaryResult
 
 LOGGER = "monitor"
 

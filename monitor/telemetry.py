@@ -44,13 +44,14 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 from opentelemetry.trace import SpanKind, Status, StatusCode, set_span_in_context
 from prometheus_client import CollectorRegistry, generate_latest
 
+from monitor.canary.results import CanaryResult, FailureKind
+from monitor.daemon.health import Key, State, Transition
+
 from . import __version__
 from .config import Config
 from .config import Telemetry as TelemetrySettings
 from .errors import MonitorError
-from .health import Key, State, Transition
 from .logs import event
-from .results import CanaryResult, FailureKind
 
 log = logging.getLogger("monitor.telemetry")
 

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from monitor import config as config_mod
-from monitor.daemon import Daemon, Options
-from monitor.store import Store
+from monitor.daemon.service import Daemon, Options
+from monitor.store.sqlite import Store
 
 
 def config_text(base_url: str, key: str, deployments: list[str], data_dir: Path, *,

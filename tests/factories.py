@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from monitor.results import CanaryResult, FailureKind, Timings, Usage, Verdict
+from monitor.canary.results import CanaryResult, FailureKind, Timings, Usage, Verdict
 
 T0 = datetime(2026, 11, 2, 12, 0, tzinfo=UTC)
 

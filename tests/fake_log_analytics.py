@@ -19,9 +19,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from monitor.pricing import cost_usd
+from monitor.canary.pricing import cost_usd
+from monitor.canary.results import CanaryResult
 from monitor.reports.loganalytics import QUERIES, kql_text
-from monitor.results import CanaryResult
 
 from .loopback import serve_http
 from .report_seed import Seed

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from monitor.classify import HINTS
-from monitor.pricing import cost_usd
-from monitor.results import CanaryResult, FailureKind, Timings, Usage, Verdict
+from monitor.canary.classify import HINTS
+from monitor.canary.pricing import cost_usd
+from monitor.canary.results import CanaryResult, FailureKind, Timings, Usage, Verdict
 
 FAILURES = [FailureKind.RATE_LIMITED, FailureKind.OVERLOADED, FailureKind.SERVER_ERROR, FailureKind.TIMEOUT,
             FailureKind.INVALID_API_KEY]

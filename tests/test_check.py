@@ -17,8 +17,8 @@ import pytest
 import trustme
 
 from monitor import config as config_mod
-from monitor.app import build_fleet
-from monitor.canary import run_canary
+from monitor.canary.fleet import build_fleet
+from monitor.canary.run import run_canary
 from monitor.cli import main
 from monitor.emulator.runner import EmulatorServer
 

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from monitor.classify import HINTS, RETRYABLE_KINDS, SPEND_LIMIT_HINT, classify, retry_after_seconds
-from monitor.results import AuthMode, FailureKind, Outcome, Transport
+from monitor.canary.classify import HINTS, RETRYABLE_KINDS, SPEND_LIMIT_HINT, classify, retry_after_seconds
+from monitor.canary.results import AuthMode, FailureKind, Outcome, Transport
 
 K = FailureKind
 KEY = AuthMode.API_KEY

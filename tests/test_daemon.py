@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
+from monitor.daemon.health import State
 from monitor.emulator.runner import EmulatorServer
-from monitor.health import State
 
 from .daemon_helpers import config_text, make_daemon, until
 

@@ -11,9 +11,9 @@ from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
+from monitor.canary.results import CanaryResult, FailureKind, Timings, Verdict
 from monitor.config import CheckSettings
-from monitor.health import Change, HealthTracker, Incident, Key, State, Transition
-from monitor.results import CanaryResult, FailureKind, Timings, Verdict
+from monitor.daemon.health import Change, HealthTracker, Incident, Key, State, Transition
 
 T0 = datetime(2025, 3, 3, 9, 0, tzinfo=UTC)
 KEY: Key = ("res-a", "claude-sonnet")

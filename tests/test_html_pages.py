@@ -13,7 +13,7 @@ from monitor.emulator.runner import EmulatorServer
 from monitor.reports.build import build_report
 from monitor.reports.local import LocalSource
 from monitor.reports.render import render
-from monitor.store import Store
+from monitor.store.sqlite import Store
 
 from .browser import artifact_dir, available, check_page
 from .daemon_helpers import config_text, make_daemon, until

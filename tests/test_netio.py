@@ -1,4 +1,4 @@
-"""The asyncio sockets under httpx (monitor/netio.py), through the transport the daemon builds."""
+"""The asyncio sockets under httpx (monitor/canary/netio.py), through the transport the daemon builds."""
 
 from __future__ import annotations
 
@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 import trustme
 
-from monitor import probe
-from monitor.app import build_transport
-from monitor.auth import ApiKeyAuth
-from monitor.classify import classify
+from monitor.canary import probe
+from monitor.canary.auth import ApiKeyAuth
+from monitor.canary.classify import classify
+from monitor.canary.fleet import build_transport
+from monitor.canary.netio import AsyncioBackend
+from monitor.canary.results import FailureKind
+from monitor.config.secrets import Secret
 from monitor.emulator.runner import EmulatorServer
-from monitor.netio import AsyncioBackend
-from monitor.results import FailureKind
-from monitor.secrets import Secret
 
 from .loopback import http_response, raw_server, read_request
 

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from monitor.pricing import cost_usd, price_for
-from monitor.results import Usage
+from monitor.canary.pricing import cost_usd, price_for
+from monitor.canary.results import Usage
 
 
 @pytest.mark.parametrize(("model", "expected"), [

@@ -9,12 +9,12 @@ import time
 import pytest
 import trustme
 
-from monitor import probe
-from monitor.app import build_transport, environment_proxy
-from monitor.auth import ApiKeyAuth
-from monitor.classify import classify
-from monitor.results import FailureKind
-from monitor.secrets import Secret
+from monitor.canary import probe
+from monitor.canary.auth import ApiKeyAuth
+from monitor.canary.classify import classify
+from monitor.canary.fleet import build_transport, environment_proxy
+from monitor.canary.results import FailureKind
+from monitor.config.secrets import Secret
 
 from .loopback import free_port, hang, http_response, raw_server, read_request
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from monitor.emulator.runner import EmulatorServer
-from monitor.store import Store
+from monitor.store.sqlite import Store
 
 from .certs import make_certs
 from .fake_log_analytics import fake_log_analytics

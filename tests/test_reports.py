@@ -16,15 +16,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from monitor import config as config_mod
+from monitor.canary.results import FailureKind
 from monitor.errors import MonitorError
 from monitor.reports.build import build_report, period_for
 from monitor.reports.local import LocalSource
 from monitor.reports.loganalytics import LogAnalyticsSource
 from monitor.reports.model import Report
 from monitor.reports.render import FORMATS, render
-from monitor.results import FailureKind
-from monitor.rollup import bucket, bucket_ms, percentile, percentiles
-from monitor.store import Store, result_row
+from monitor.store.rollup import bucket, bucket_ms, percentile, percentiles
+from monitor.store.sqlite import Store, result_row
 
 from .certs import Certs, make_certs
 from .factories import result

@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from monitor import store as store_mod
+from monitor.canary.results import FailureKind
+from monitor.daemon.writer import ResultWriter
 from monitor.errors import StoreError
-from monitor.results import FailureKind
-from monitor.store import MIGRATIONS, Store, result_row
-from monitor.writer import ResultWriter
+from monitor.store import sqlite as store_mod
+from monitor.store.sqlite import MIGRATIONS, Store, result_row
 
 from .daemon_helpers import until
 from .factories import T0, result

@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 
 from monitor import config as config_mod
+from monitor.canary.results import FailureKind, Usage
+from monitor.daemon.health import State, Transition
 from monitor.emulator.runner import EmulatorServer
 from monitor.errors import MonitorError
-from monitor.health import State, Transition
 from monitor.logs import event
-from monitor.results import FailureKind, Usage
 from monitor.telemetry import Exporters, OtelTelemetry, azure_exporters, build
 
 from .capture import CaptureServer, base_data, capture_server

@@ -30,7 +30,7 @@ from monitor.notify.weekly import JOB, WeeklyJob, compose, due
 from monitor.reports.build import build_report
 from monitor.reports.local import LocalSource
 from monitor.reports.model import Report
-from monitor.store import Store
+from monitor.store.sqlite import Store
 
 from .certs import Certs, make_certs
 from .fake_acs import KEY as KEY_TEXT

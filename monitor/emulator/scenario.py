@@ -30,9 +30,9 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
-from monitor.durations import parse_duration
+from monitor.config.durations import parse_duration
+from monitor.config.yamlsource import load_document
 from monitor.errors import ConfigError, ConfigProblem
-from monitor.yamlsource import load_document
 
 
 class FaultKind(StrEnum):

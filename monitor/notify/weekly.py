@@ -21,15 +21,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from monitor.config import Config
+from monitor.config.schedule import last_occurrence
 from monitor.logs import event
 from monitor.reports import charts
 from monitor.reports.build import period_for
 from monitor.reports.model import Report
 from monitor.reports.render import _ENV, num, p3, pct, signed, usd
-from monitor.store import Store
+from monitor.store.sqlite import Store
 
 from . import Email, Notifier, NotifyError
-from .schedule import last_occurrence
 
 log = logging.getLogger("monitor.weekly")
 

@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from monitor.classify import HINTS
+from monitor.canary.classify import HINTS
+from monitor.canary.pricing import price_for
+from monitor.canary.results import FailureKind
 from monitor.config import Config
-from monitor.pricing import price_for
-from monitor.results import FailureKind
-from monitor.rollup import HOUR_S, merge, percentile, percentiles
+from monitor.store.rollup import HOUR_S, merge, percentile, percentiles
 
 from .model import (
     Change,

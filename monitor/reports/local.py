@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from monitor.rollup import HOUR_S, decode_hist
-from monitor.store import Store
+from monitor.store.rollup import HOUR_S, decode_hist
+from monitor.store.sqlite import Store
 
 from .source import Hists, HourRow, KindRow, Period, SourceData, TransitionRow
 

@@ -14,7 +14,7 @@ from importlib import resources
 from typing import Any
 
 from monitor.errors import MonitorError
-from monitor.rollup import HOUR_S
+from monitor.store.rollup import HOUR_S
 
 from .source import Hists, HourRow, KindRow, Period, SourceData, TransitionRow, UsageRow
 

@@ -7,8 +7,8 @@ from collections import defaultdict
 from datetime import datetime
 from typing import Any
 
-from monitor.rollup import HOUR_S, percentile
-from monitor.store import Store
+from monitor.store.rollup import HOUR_S, percentile
+from monitor.store.sqlite import Store
 
 from . import charts
 from .render import _ENV

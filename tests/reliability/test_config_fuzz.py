@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from monitor import config
-from monitor.daemon import Daemon
+from monitor.daemon.service import Daemon
 from monitor.emulator.runner import EmulatorServer
 from monitor.errors import ConfigError
 from tests.daemon_helpers import config_text, make_daemon, started, until

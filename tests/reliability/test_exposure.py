@@ -17,7 +17,7 @@ import psutil
 import pytest
 
 from monitor import config as config_mod
-from monitor.daemon import Daemon
+from monitor.daemon.service import Daemon
 from monitor.emulator.runner import EmulatorServer
 from tests.daemon_helpers import config_text, make_daemon, started
 from tests.test_daemon import scenario

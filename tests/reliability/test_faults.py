@@ -10,7 +10,7 @@ What is checked over a bounded run (12 s, interval 1 s, timeout 800 ms):
 - healthy deployments keep their schedule: lateness p99 < 100 ms, no missed or skipped runs, arrivals
   one interval apart.
 
-How launches are counted: ``monitor/scheduler.py`` keeps no per-deployment counter. It has two global
+How launches are counted: ``monitor/daemon/scheduler.py`` keeps no per-deployment counter. It has two global
 ones: ``lateness_s`` (one entry per canary that passed the "not stopping" gate in ``_run``) and
 ``rounds_done`` (canaries that ended without being cancelled). Per deployment we listen to the
 scheduler's own APScheduler ``EVENT_JOB_SUBMITTED`` events (job id ``resource/deployment``). A
@@ -41,13 +41,13 @@ from apscheduler.events import (
     JobEvent,
 )
 
-from monitor.daemon import STOP_BUDGET_S
+from monitor.canary.results import FailureKind
+from monitor.daemon.service import STOP_BUDGET_S
+from monitor.daemon.writer import ResultWriter
 from monitor.emulator.runner import EmulatorServer
 from monitor.emulator.scenario import FaultKind
 from monitor.errors import StoreError
-from monitor.results import FailureKind
-from monitor.store import Store, result_row
-from monitor.writer import ResultWriter
+from monitor.store.sqlite import Store, result_row
 from tests.daemon_helpers import config_text, make_daemon, until
 from tests.factories import result
 

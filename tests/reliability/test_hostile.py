@@ -20,14 +20,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from monitor import probe
-from monitor.auth import ApiKeyAuth
-from monitor.canary import Target, run_canary
+from monitor.canary import probe
+from monitor.canary.auth import ApiKeyAuth
+from monitor.canary.results import CanaryResult, FailureKind
+from monitor.canary.run import Target, run_canary
 from monitor.config import CheckSettings
+from monitor.config.secrets import Secret
 from monitor.logs import canary_fields
-from monitor.results import CanaryResult, FailureKind
-from monitor.secrets import Secret
-from monitor.store import Store, result_row
+from monitor.store.sqlite import Store, result_row
 from tests.loopback import raw_server, read_request
 
 K = FailureKind

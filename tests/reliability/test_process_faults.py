@@ -25,7 +25,7 @@ from monitor.emulator.runner import EmulatorServer
 from monitor.emulator.state import LogEntry
 from monitor.errors import StoreError
 from monitor.notify.weekly import JOB, due
-from monitor.store import Store
+from monitor.store.sqlite import Store
 from tests.certs import Certs, make_certs
 from tests.daemon_helpers import config_text, monitor_process
 from tests.loopback import free_port

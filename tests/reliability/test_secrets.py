@@ -25,7 +25,7 @@ import httpx
 import pytest
 
 from monitor.emulator.runner import EmulatorServer
-from monitor.store import Store
+from monitor.store.sqlite import Store
 from tests.capture import capture_server
 from tests.certs import make_certs
 from tests.daemon_helpers import monitor_process
@@ -122,7 +122,8 @@ def started(args: list[str], env: dict[str, str], out: Path) -> Iterator[subproc
 
 CRASH = """
 import sys
-from monitor import cli, scheduler
+from monitor import cli
+from monitor.daemon import scheduler
 
 def start(self):
     raise RuntimeError("injected: the scheduler failed to start")

@@ -18,7 +18,8 @@ from typing import Any
 
 import httpx
 
-from . import __version__
+from monitor import __version__
+
 from .auth import AuthProvider, CredentialUnavailable
 from .results import Outcome, Timings, Transport, Usage
 

@@ -6,10 +6,11 @@ from dataclasses import dataclass
 
 import httpx
 
+from monitor.config import CheckSettings
+
 from . import probe
 from .auth import AuthProvider
 from .classify import classify
-from .config import CheckSettings
 from .results import CanaryResult, FailureKind, Outcome, Verdict
 
 

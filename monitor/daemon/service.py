@@ -18,22 +18,23 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from . import config as config_mod
+from monitor import config as config_mod
+from monitor.canary.fleet import Fleet, build_fleet
+from monitor.canary.pricing import cost_usd
+from monitor.canary.results import CanaryResult, FailureKind
+from monitor.errors import ConfigError, MonitorError
+from monitor.logs import canary_fields, event
+from monitor.store.sqlite import Store, result_row
+
 from . import views
-from .app import Fleet, build_fleet
-from .errors import ConfigError, MonitorError
 from .health import Change, HealthTracker, Incident, Key, State, Transition
-from .logs import canary_fields, event
-from .pricing import cost_usd
-from .results import CanaryResult, FailureKind
 from .scheduler import CanaryScheduler
 from .server import bound_port, build_app, build_server
-from .store import Store, result_row
 from .writer import ResultWriter
 
 if TYPE_CHECKING:  # the weekly email (jinja2, resvg) loads only when it is enabled
-    from .notify.weekly import WeeklyJob
-    from .reports.model import Report
+    from monitor.notify.weekly import WeeklyJob
+    from monitor.reports.model import Report
 
 log = logging.getLogger("monitor.daemon")
 
@@ -205,7 +206,7 @@ class Daemon:
 
     def page(self) -> str:
         """The status page (runs in a worker thread: it reads the last day's rollups)."""
-        from .reports.status_page import last_day, render_status
+        from monitor.reports.status_page import last_day, render_status
 
         return render_status(self.status(), last_day(self.store, self.opts.now()))
 
@@ -264,12 +265,12 @@ class Daemon:
         """The weekly email, when enabled; only an unsharded daemon or shard 0 sends it."""
         if not self.cfg.reports.weekly.enabled or (self.opts.shard is not None and self.opts.shard[0] != 0):
             return None
-        from .app import build_report_source
-        from .notify.weekly import WeeklyJob, build_notifier
-        from .reports.build import build_report
+        from monitor.notify.weekly import WeeklyJob, build_notifier
+        from monitor.reports.build import build_report
+        from monitor.reports.sources import build_source
 
         def make_report(days: int, at: datetime) -> Report:
-            source = build_report_source(self.cfg, None, store=self.store)
+            source = build_source(self.cfg, None, lambda: self.store)
             return build_report(source, self.cfg, at, days=days)
 
         return WeeklyJob(self.cfg, self.store, build_notifier(self.cfg), make_report, now=self.opts.now)

@@ -9,12 +9,13 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from .canary import Target
-from .classify import HINTS
-from .config import Resource
+from monitor.canary.classify import HINTS
+from monitor.canary.results import CanaryResult, FailureKind
+from monitor.canary.run import Target
+from monitor.config import Resource
+from monitor.store.sqlite import Store
+
 from .health import Incident, StateView
-from .results import CanaryResult, FailureKind
-from .store import Store
 
 RECENT = 50  # results (and, further back, failures) /debug shows
 _KINDS = frozenset(k.value for k in FailureKind)

@@ -7,9 +7,9 @@ import functools
 import logging
 from typing import Any
 
-from .errors import StoreError
-from .logs import event
-from .store import Store
+from monitor.errors import StoreError
+from monitor.logs import event
+from monitor.store.sqlite import Store
 
 log = logging.getLogger("monitor.writer")
 # a batch per quarter second, not a thread hop and a transaction per result: at 100 canaries a second

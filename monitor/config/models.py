@@ -1,21 +1,18 @@
-"""checks.yaml -> a frozen, validated Config: the models and the loader. Every error names file, line and
-key path; config_problems words them."""
+"""The models of checks.yaml: frozen pydantic models with validators for durations, secrets, schedules
+and zones. ``load`` builds them from a file; ``problems`` words what pydantic finds."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator, Mapping
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
-from .config_problems import Unreadable, allowed_keys, named, problems, rules
 from .durations import format_duration, parse_duration
-from .errors import ConfigError, ConfigProblem
+from .problems import Unreadable, named
+from .schedule import check as check_schedule
 from .secrets import Secret
-from .yamlsource import Document, load_document
 
 DEFAULT_SCOPE = "https://cognitiveservices.azure.com/.default"
 DEFAULT_PROMPT = "Reply with the single word OK."
@@ -165,10 +162,8 @@ class Server(_Model):
 
 
 def _schedule(text: str) -> str:
-    from .notify.schedule import check
-
     try:
-        return check(text)
+        return check_schedule(text)
     except ValueError as exc:  # APScheduler's reason quotes the offending field
         raise Unreadable(str(exc), f'cannot read schedule "{text}"; write a weekday and a time like '
                                     '"mon 08:00", or five crontab fields like "0 8 * * mon"') from None
@@ -247,53 +242,3 @@ class Config(_Model):
 
 
 # --- loading -----------------------------------------------------------------------------------------
-
-
-def default_path() -> str:
-    return os.environ.get("FOUNDRY_MONITOR_CONFIG", "checks.yaml")
-
-
-def load(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:
-    """Read and validate a config file; raise ConfigError listing every problem found."""
-    name = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError([ConfigProblem(name, None, "", "no such file (pass --config PATH or set "
-                                         "FOUNDRY_MONITOR_CONFIG)")]) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not UTF-8 text"
-        raise ConfigError([ConfigProblem(name, None, "", f"cannot read: {why}")]) from None
-    return loads(text, name, env)
-
-
-def loads(text: str, file: str = "checks.yaml", env: Mapping[str, str] | None = None) -> Config:
-    doc = load_document(text, file, env)
-    if not isinstance(doc.data, dict):
-        raise ConfigError([doc.problem((), "expected a mapping with a `resources` key at the top")])
-    data = _drop_empty_env(doc)
-    if "source" in data:  # set by the loader, not a key a user may write (it would be silently replaced)
-        allowed = ", ".join(allowed_keys(Config, ()))
-        raise ConfigError([doc.problem(("source",), f"unknown key; allowed here: {allowed}")])
-    try:
-        cfg = Config.model_validate({**data, "source": file})
-    except ValidationError as exc:
-        raise ConfigError(problems(doc, exc, Config)) from None
-    found = list(rules(cfg, doc))
-    if found:
-        raise ConfigError(found)
-    return cfg
-
-
-def _drop_empty_env(doc: Document) -> Any:
-    """A key whose value came from an unset ``${VAR:-}`` is treated as absent (so `resource` or
-    `base_url` can each come from an env var that may be unset)."""
-    data = doc.data
-    for path in sorted(doc.empty_vars, key=len, reverse=True):
-        parent: Any = data
-        for part in path[:-1]:
-            parent = parent[part]
-        if isinstance(parent, dict) and parent.get(path[-1]) == "":
-            del parent[path[-1]]
-    return data
-

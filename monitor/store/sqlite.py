@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from monitor.canary.results import CanaryResult
+from monitor.errors import StoreError
+
 from . import rollup
-from .errors import StoreError
-from .results import CanaryResult
 
 MIGRATIONS: list[str] = [
     # 1: results, key/value state, incidents

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from .errors import ConfigError, ConfigProblem
+from monitor.errors import ConfigError, ConfigProblem
 
 Path = tuple[str | int, ...]
 

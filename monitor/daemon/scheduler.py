@@ -23,12 +23,12 @@ from apscheduler.events import EVENT_JOB_SUBMITTED, JobSubmissionEvent
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from .app import Fleet
-from .canary import Target, run_canary
-from .config import MAX_DURATION
-from .logs import event
-from .pricing import cost_usd, estimated_canary_usage
-from .results import CanaryResult, FailureKind, Timings, Verdict
+from monitor.canary.fleet import Fleet
+from monitor.canary.pricing import cost_usd, estimated_canary_usage
+from monitor.canary.results import CanaryResult, FailureKind, Timings, Verdict
+from monitor.canary.run import Target, run_canary
+from monitor.config import MAX_DURATION
+from monitor.logs import event
 
 log = logging.getLogger("monitor.scheduler")
 

@@ -12,8 +12,9 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
+from monitor.config.secrets import Secret
+
 from .results import AuthMode
-from .secrets import Secret
 
 REFRESH_MARGIN_S = 300.0  # refresh a cached token this long before it expires (azure-core does the same)
 

@@ -29,9 +29,9 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, TypeVar
 
-from .config import CheckSettings
-from .durations import format_duration
-from .results import CanaryResult, FailureKind
+from monitor.canary.results import CanaryResult, FailureKind
+from monitor.config import CheckSettings
+from monitor.config.durations import format_duration
 
 Key = tuple[str, str]  # (resource, deployment)
 SNAPSHOT_VERSION = 1
