@@ -107,8 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("report", "build the rolling report (availability, latency, failures, incidents, tokens, "
                 "cost) from the local store or Log Analytics", cmd_report)
     p.add_argument("--days", type=int, default=None, metavar="N",
-                   help="period length in whole local days, ending at today's midnight "
-                   "(default: reports.days, 30)")
+                   help="period length in local days, ending now: today so far is the last one, marked "
+                   "partial (default: reports.days, 30)")
     p.add_argument("--source", choices=("local", "log-analytics"), default=None,
                    help="where the data comes from (default: log-analytics when a workspace is configured)")
     p.add_argument("--format", choices=FORMATS, default="text", help="output format (default text)")
@@ -299,7 +299,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     source = build_report_source(cfg, args.source)
     if args.email:
         return _send_weekly(cfg, source, args.to)
-    report = build_report(source, cfg, datetime.now(UTC), days=args.days, timezone=args.timezone)
+    report = build_report(source, cfg, datetime.now(UTC), days=args.days, timezone=args.timezone, to_now=True)
     text = render(report, args.format)
     if args.output:
         try:

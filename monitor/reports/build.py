@@ -1,7 +1,9 @@
 """Build a Report from a source's aggregates: the arithmetic lives here, once, for both sources.
 
 - The period is the last N whole local days (ending at today's local midnight) in the configured zone;
-  the previous period is the N days before it.
+  the previous period is the N days before it. A rolling report (`to_now`, the `report` command) ends
+  now instead: its last day is today so far, marked partial, and it is compared with the same span
+  N days earlier.
 - Availability: ok scheduled canaries / scheduled canaries. No canaries: None, never 100 %.
 - Time in state comes from the state history, but an hour with no canary of the deployment in its
   coverage window (3 intervals + timeout, at least the hour itself) counts as `unknown` whatever the
@@ -43,23 +45,32 @@ INCIDENT_STATES = ("down", "throttled")
 Key = tuple[str, str]
 
 
-def period_for(now: datetime, days: int, timezone: str) -> Period:
-    """The last `days` whole local days before today (local midnight to local midnight)."""
+def period_for(now: datetime, days: int, timezone: str, *, to_now: bool = False) -> Period:
+    """The last `days` whole local days before today (local midnight to local midnight); with `to_now`,
+    the last `days` local days ending now, today so far being the last (partial) one."""
     tz = ZoneInfo(timezone)
     today = now.astimezone(tz).date()
-    dates = [today - timedelta(days=days - i) for i in range(days + 1)]
+    first = today - timedelta(days=days - 1 if to_now else days)
+    dates = [first + timedelta(days=i) for i in range(days + 1)]
     starts = [_midnight(d, tz) for d in dates]
-    return Period(start=starts[0], end=starts[-1], timezone=timezone,
+    end = max(now.astimezone(UTC), starts[-2]) if to_now else starts[-1]
+    return Period(start=starts[0], end=end, timezone=timezone, partial=to_now,
                   days=tuple((d.isoformat(), s) for d, s in zip(dates[:-1], starts[:-1], strict=True)))
 
 
 def previous(period: Period) -> Period:
+    """The period of the same length just before (a rolling one: the same span n days earlier)."""
     n = len(period.days)
     tz = ZoneInfo(period.timezone)
     first = date.fromisoformat(period.days[0][0])
     dates = [first - timedelta(days=n - i) for i in range(n + 1)]
     starts = [_midnight(d, tz) for d in dates]
-    return Period(start=starts[0], end=starts[-1], timezone=period.timezone,
+    end = starts[-1]
+    if period.partial:  # the same local time of day n days before (wall clock), down to the hour: the
+        # local store keeps hours, and a whole hour reads the same from either source
+        shifted = (period.end.astimezone(tz) - timedelta(days=n)).timestamp()
+        end = max(starts[-2], datetime.fromtimestamp(shifted // HOUR_S * HOUR_S, UTC))
+    return Period(start=starts[0], end=end, timezone=period.timezone, partial=period.partial,
                   days=tuple((d.isoformat(), s) for d, s in zip(dates[:-1], starts[:-1], strict=True)))
 
 
@@ -68,10 +79,11 @@ def _midnight(d: date, tz: ZoneInfo) -> datetime:
 
 
 def build_report(source: ReportSource, cfg: Config, now: datetime, days: int | None = None,
-                 timezone: str | None = None) -> Report:
+                 timezone: str | None = None, *, to_now: bool = False) -> Report:
+    """The report of the last `days` whole days, or with `to_now` of the days ending now (today partial)."""
     days = days or cfg.reports.days
     tz = timezone or cfg.reports.timezone
-    period = period_for(now, days, tz)
+    period = period_for(now, days, tz, to_now=to_now)
     before = previous(period)
     data, prior = source.fetch(period), source.fetch(before, summary_only=True)
     builder = _Builder(cfg, period, data)
@@ -80,7 +92,8 @@ def build_report(source: ReportSource, cfg: Config, now: datetime, days: int | N
     incidents = sorted((i for d in deployments for i in d.incidents), key=lambda i: i.started_at)
     overall = builder.totals(deployments, earlier)
     return Report(
-        title=f"foundry-monitor report · {period.days[0][0]} – {period.days[-1][0]}",
+        title=f"foundry-monitor report · {period.days[0][0]} – {period.days[-1][0]}"
+              + (" (today so far)" if period.partial else ""), partial=period.partial,
         source=source.name, generated_at=_iso(now.timestamp(), tz), timezone=tz,
         start=_iso(period.start.timestamp(), tz), end=_iso(period.end.timestamp(), tz), days=days,
         slo_target_pct=cfg.reports.slo_target, overall=overall, deployments=deployments,
@@ -96,7 +109,13 @@ def _keys(cfg: Config, *datas: SourceData) -> list[Key]:
 
 
 def _notes(data: SourceData, period: Period) -> list[str]:
-    notes = [f"Period: {period.days[0][0]} 00:00 to {period.days[-1][0]} 24:00, {period.timezone}."]
+    last = period.days[-1][0]
+    if period.partial:
+        until = period.end.astimezone(ZoneInfo(period.timezone)).strftime("%H:%M")
+        notes = [f"Period: {period.days[0][0]} 00:00 to now ({last} {until}), {period.timezone}; {last} is "
+                 "partial: today so far."]
+    else:
+        notes = [f"Period: {period.days[0][0]} 00:00 to {last} 24:00, {period.timezone}."]
     if data.usage is None:
         notes.append("Real usage (all traffic, not only the canaries) is not in this source: it comes from "
                      "the Foundry resources' platform metrics in Log Analytics (--source log-analytics).")
@@ -250,7 +269,8 @@ class _Builder:
             for key in keys:
                 merge(lat, self.hist(key, "latency", day))
                 merge(ttft, self.hist(key, "ttft", day))
-        return Day(date=day, canaries=canaries, ok=ok, availability_pct=_pct(ok, canaries),
+        partial = self.period.partial and day == self.period.days[-1][0]
+        return Day(date=day, partial=partial, canaries=canaries, ok=ok, availability_pct=_pct(ok, canaries),
                    latency_ms=_pcts(lat), ttft_ms=_pcts(ttft), input_tokens=tin, output_tokens=tout,
                    cost_usd=round(cost, 6))
 

@@ -8,6 +8,7 @@ them from the hourly histograms, which are kept only as long as raw results.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from monitor.store.rollup import HOUR_S, decode_hist
@@ -23,7 +24,7 @@ class LocalSource:
         self.store = store
 
     def fetch(self, period: Period, *, summary_only: bool = False) -> SourceData:
-        first, last = _hour(period.start.timestamp()), _hour(period.end.timestamp())
+        first, last = _hour(period.start.timestamp()), _hour_after(period.end.timestamp())
         day_case, day_params = _day_case(period)
         # one row per deployment and local day (SQLite takes `model` from the row of max(hour): the
         # latest), and the hours that had canaries apart: a 30-day report reads thousands of rows, not 72 k
@@ -70,6 +71,10 @@ class LocalSource:
                     (period.timezone, period.days[0][0], period.days[-1][0])):
                 out[(day, resource, deployment, metric)] = decode_hist(hist)
         have = {key[0] for key in out}
+        whole_day: Hists = {}  # a period ending mid-day takes that day's hours, while they are kept
+        if period.partial:
+            have.discard(period.days[-1][0])
+            whole_day = {k: out.pop(k) for k in [k for k in out if k[0] == period.days[-1][0]]}
         bounds = [*period.days, ("", period.end)]
         for (day, start), (_, end) in zip(bounds[:-1], bounds[1:], strict=True):
             if day in have:
@@ -77,14 +82,22 @@ class LocalSource:
             sql = (f"SELECT {day_case} AS day, resource, deployment, metric, bucket, sum(count) "
                    "FROM rollup_hist WHERE hour >= ? AND hour < ? "
                    "GROUP BY day, resource, deployment, metric, bucket")
-            rows = self.store.query(sql, (*day_params, _hour(start.timestamp()), _hour(end.timestamp())))
+            hours = (_hour(start.timestamp()), _hour_after(end.timestamp()))
+            rows = self.store.query(sql, (*day_params, *hours))
             for d, resource, deployment, metric, bucket, count in rows:
                 out.setdefault((d, resource, deployment, metric), {})[bucket] = count
+        if not any(k[0] == period.days[-1][0] for k in out):
+            out.update(whole_day)  # its hours are pruned already: the whole day is the best left
         return out
 
 
 def _hour(ts: float) -> int:
     return int(ts // HOUR_S)
+
+
+def _hour_after(ts: float) -> int:
+    """The first hour not in a period ending at ts: a period ending now takes the current hour so far."""
+    return math.ceil(ts / HOUR_S)
 
 
 def _day_case(period: Period) -> tuple[str, list[Any]]:

@@ -42,6 +42,7 @@ class IncidentRow(_M):
 
 class Day(_M):
     date: str
+    partial: bool = False  # the current day, so far (a rolling report ends now)
     canaries: int
     ok: int
     availability_pct: float | None
@@ -121,6 +122,7 @@ class Report(_M):
     start: str
     end: str
     days: int
+    partial: bool = False  # ends now: the last day is today so far (the weekly email keeps whole days)
     slo_target_pct: float
     overall: Totals
     deployments: list[DeploymentReport]

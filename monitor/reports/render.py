@@ -91,9 +91,18 @@ def _table(rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
+def partial_note(report: Report) -> str:
+    """How every format says that a rolling report ends now ("" for one of whole days)."""
+    if not report.partial:
+        return ""
+    today = report.overall.days[-1].date if report.overall.days else "today"
+    return f"partial: ends now, {today} is today so far"
+
+
 def text(report: Report) -> str:
+    partial = f" · {partial_note(report)}" if report.partial else ""
     out = [report.title, f"{report.start} → {report.end} ({report.timezone}), source: {report.source}, "
-           f"SLO target {report.slo_target_pct}%", "", _table(summary_rows(report)), ""]
+           f"SLO target {report.slo_target_pct}%{partial}", "", _table(summary_rows(report)), ""]
     if report.overall.failures:
         out.append("Failures by kind (what to do, and the ids support asks for):")
         for f in report.overall.failures:
@@ -143,8 +152,9 @@ def _md_table(rows: Sequence[Sequence[str]]) -> str:
 
 
 def markdown(report: Report) -> str:
+    partial = f" · **{partial_note(report)}**" if report.partial else ""
     out = [f"# {report.title}", "", f"{report.start} → {report.end} ({report.timezone}) · source "
-           f"`{report.source}` · SLO target {report.slo_target_pct}%", "", "## Deployments", "",
+           f"`{report.source}` · SLO target {report.slo_target_pct}%{partial}", "", "## Deployments", "",
            _md_table(summary_rows(report)), ""]
     if report.overall.failures:
         rows = [["kind", "count", "what to do", "example request-id", "apim-request-id"]]
@@ -168,11 +178,12 @@ def markdown(report: Report) -> str:
 
 CSV_COLUMNS = ("date", "resource", "deployment", "canaries", "ok", "availability_pct", "latency_p50_ms",
                "latency_p95_ms", "latency_p99_ms", "ttft_p50_ms", "ttft_p95_ms", "ttft_p99_ms",
-               "input_tokens", "output_tokens", "cost_usd")
+               "input_tokens", "output_tokens", "cost_usd", "partial")
 
 
 def csv_text(report: Report) -> str:
-    """One row per deployment and day, then one per day for all deployments (resource `*`)."""
+    """One row per deployment and day, then one per day for all deployments (resource `*`); `partial` is
+    true on today's rows of a report that ends now."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(CSV_COLUMNS)
@@ -183,7 +194,7 @@ def csv_text(report: Report) -> str:
             w.writerow([day.date, resource, deployment, day.canaries, day.ok, _blank(day.availability_pct),
                         *(_blank(v) for v in (day.latency_ms.p50, day.latency_ms.p95, day.latency_ms.p99,
                                               day.ttft_ms.p50, day.ttft_ms.p95, day.ttft_ms.p99)),
-                        day.input_tokens, day.output_tokens, day.cost_usd])
+                        day.input_tokens, day.output_tokens, day.cost_usd, str(day.partial).lower()])
     return buf.getvalue()
 
 
@@ -199,7 +210,7 @@ _ENV.filters.update(pct=pct, ms=ms, usd=usd, num=num, p3=p3)
 
 
 def report_charts(report: Report) -> dict[str, str]:
-    labels = [d.date for d in report.overall.days]
+    labels = [f"{d.date[5:]} so far" if d.partial else d.date for d in report.overall.days]
     deps = report.deployments
 
     def per(metric: Callable[[Any], float | None]) -> list[charts.Series]:
@@ -221,4 +232,5 @@ def report_charts(report: Report) -> dict[str, str]:
 
 def html(report: Report) -> str:
     return _ENV.get_template("report.html.j2").render(r=report, charts=report_charts(report),
-                                                      rows=summary_rows(report), slo=slo)
+                                                      rows=summary_rows(report), slo=slo,
+                                                      partial=partial_note(report))

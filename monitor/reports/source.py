@@ -21,6 +21,7 @@ class Period:
     end: datetime
     timezone: str
     days: tuple[tuple[str, datetime], ...]  # (local date, its start in UTC), in order
+    partial: bool = False  # ends now, not at a midnight: the last day is the current one so far
 
     @property
     def seconds(self) -> float:
