@@ -234,13 +234,14 @@ def format_results(results: Sequence[CanaryResult]) -> str:
     def cell(v: object) -> str:
         return "-" if v is None else str(v)
 
-    head = ("DEPLOYMENT", "KIND", "STATUS", "LATENCY", "TTFT", "TOKENS", "REQUEST-ID", "APIM-REQUEST-ID")
+    head = ("RESOURCE", "DEPLOYMENT", "KIND", "STATUS", "LATENCY", "TTFT", "TOKENS", "REQUEST-ID",
+            "APIM-REQUEST-ID")
     lines: list[str] = []
     rows = [head]
     for r in results:
         tokens = f"{r.usage.input_tokens}/{r.usage.output_tokens}" if r.usage else None
         lat, ttft = _ms(r.timings.total_s), _ms(r.timings.ttft_s)
-        rows.append((r.deployment, r.kind.value, cell(r.status_code),
+        rows.append((r.resource, r.deployment, r.kind.value, cell(r.status_code),
                      f"{lat:.0f}ms" if lat is not None else "-", f"{ttft:.0f}ms" if ttft is not None else "-",
                      cell(tokens), cell(r.request_id), cell(r.apim_request_id)))
     table = format_table(rows).splitlines()

@@ -60,7 +60,8 @@ def build_targets(cfg: Config, only: set[str] | None = None,
         budget = dep.budget.monthly_usd if dep.budget and dep.budget.monthly_usd else None
         if budget is None and res.budget and res.budget.monthly_usd:
             budget = res.budget.monthly_usd / len(res.deployments)  # a resource budget is shared evenly
-        targets.append(Target(res.name, dep.name, dep.model_id, s, req, budget))
+        siblings = tuple(d.name for d in res.deployments if d.name != dep.name)
+        targets.append(Target(res.name, dep.name, dep.model_id, s, req, budget, siblings))
     return targets
 
 

@@ -12,6 +12,7 @@ from . import probe
 from .auth import AuthProvider
 from .classify import classify
 from .results import CanaryResult, FailureKind, Outcome, Verdict
+from .suggest import with_suggestion
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +25,7 @@ class Target:
     settings: CheckSettings
     request: probe.Request
     budget_usd: float | None = None  # monthly cap for this deployment's canaries
+    siblings: tuple[str, ...] = ()  # the other deployments of the same resource (for "did you mean")
 
     @property
     def key(self) -> tuple[str, str]:
@@ -33,7 +35,7 @@ class Target:
 async def run_canary(target: Target, transport: httpx.AsyncBaseTransport, auth: AuthProvider,
                      location: str = "") -> CanaryResult:
     outcome = await probe.run(target.request, transport, auth)
-    verdict = classify(outcome)
+    verdict = with_suggestion(classify(outcome), target.deployment, target.siblings)
     if verdict.kind is FailureKind.TOKEN_REJECTED:
         auth.forget()  # the next canary (or the confirm re-check) fetches a fresh token
     return to_result(target, outcome, verdict, location)
