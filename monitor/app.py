@@ -8,7 +8,9 @@ import tempfile
 from pathlib import Path
 
 from monitor.config import Config
-from monitor.errors import MonitorError
+from monitor.config.yamlsource import load_document
+from monitor.errors import ConfigError, ConfigProblem, MonitorError
+from monitor.reports.loganalytics import WORKSPACE_ENV
 from monitor.reports.source import ReportSource
 from monitor.reports.sources import build_source
 from monitor.store.sqlite import Store
@@ -41,6 +43,32 @@ def parse_shard(text: str) -> tuple[int, int]:
     if not 0 <= i < n:
         raise MonitorError(f'--shard {text}: need 0 <= i < n')
     return i, n
+
+
+def check_shard(cfg: Config, shard: tuple[int, int] | None) -> None:
+    """Refuse a sharded fleet whose weekly email would be built from one shard's store: shard 0 would
+    mail a report missing every other shard's deployments. Log Analytics holds all of them."""
+    if shard is None or shard[1] < 2 or not cfg.reports.weekly.enabled:
+        return
+    if cfg.reports.workspace_id or os.environ.get(WORKSPACE_ENV):
+        return
+    key = ("reports", "weekly", "enabled")
+    raise ConfigError([ConfigProblem(
+        cfg.source, _line_of(cfg, key), ".".join(key),
+        f"the weekly report is enabled but this daemon is shard {shard[0]}/{shard[1]}: its store holds only "
+        "its share of the deployments, so the email would show the others as \"no data\". Set "
+        f"reports.workspace_id (or {WORKSPACE_ENV}) to build it from Log Analytics, where every shard's "
+        "canaries land (telemetry.connection_string on each shard), or set reports.weekly.enabled: false "
+        "on sharded daemons")])
+
+
+def _line_of(cfg: Config, key: tuple[str, ...]) -> int | None:
+    """The line of ``key`` in the config file (or of the nearest key above it written there)."""
+    try:
+        text = Path(cfg.source).read_text(encoding="utf-8")
+        return load_document(text, cfg.source, os.environ).line_of(key)
+    except (OSError, UnicodeDecodeError, MonitorError):
+        return None
 
 
 def build_report_source(cfg: Config, name: str | None) -> ReportSource:

@@ -80,7 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(handler=handler)
         return p
 
-    command("validate", "check the config file and print what would be monitored", cmd_validate)
+    p = command("validate", "check the config file and print what would be monitored", cmd_validate)
+    p.add_argument("--shard", default=os.environ.get("FOUNDRY_MONITOR_SHARD"), metavar="I/N",
+                   help="also check the config for a daemon run with --shard I/N (env FOUNDRY_MONITOR_SHARD)")
     p = command("check", "send one canary to every deployment (or the named ones) and print the results",
                 cmd_check)
     p.add_argument("--deployment", action="append", metavar="NAME",
@@ -162,7 +164,10 @@ def load_config(args: argparse.Namespace) -> config_mod.Config:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from .app import check_shard, parse_shard
+
     cfg = load_config(args)
+    check_shard(cfg, parse_shard(args.shard) if args.shard else None)
     rows = [("RESOURCE", "DEPLOYMENT", "MODEL", "ENDPOINT", "AUTH", "INTERVAL", "TIMEOUT")]
     for res, dep, s in cfg.targets():
         rows.append((res.name, dep.name, dep.model_id, res.messages_url, _auth_label(res),
@@ -262,11 +267,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     from monitor.store.sqlite import Store
 
     from . import logs, telemetry
-    from .app import data_dir, parse_shard, store_path
+    from .app import check_shard, data_dir, parse_shard, store_path
 
     cfg = load_config(args)
-    logs.setup(args.log_level or cfg.log_level, args.log_format)
     shard = parse_shard(args.shard) if args.shard else None
+    check_shard(cfg, shard)
+    logs.setup(args.log_level or cfg.log_level, args.log_format)
     location = args.location or cfg.telemetry.location or ""
     store = Store.open(store_path(cfg), timezone=cfg.reports.timezone)
     try:
