@@ -159,3 +159,18 @@ def test_the_report_command_shows_the_canaries_of_the_last_minutes(tmp_path: Pat
     assert report["partial"] is True
     assert (report["overall"]["canaries"], report["overall"]["ok"]) == (12, 9)
     assert report["overall"]["failures"][0]["kind"] == "server_error"
+
+
+def test_the_report_queries_for_a_period_ending_now_bind_against_the_workspace_schemas() -> None:
+    from monitor.reports.loganalytics import QUERIES, bind
+
+    from .kql.checker import available, check, format_errors
+
+    reason = available()
+    if reason is not None:
+        pytest.skip(reason)
+    now = datetime(2026, 11, 25, 9, 30, 17, 250_000, tzinfo=UTC)  # not on a second, let alone an hour
+    period = period_for(now, 30, "Europe/Berlin", to_now=True)
+    results = check({f"{name} {which}": bind(name, p) for name in QUERIES
+                     for which, p in (("period", period), ("previous", previous(period)))})
+    assert not any(results.values()), format_errors(results)
