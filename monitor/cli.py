@@ -198,8 +198,12 @@ def cmd_check(args: argparse.Namespace) -> int:
         known = {dep.name for _, dep, _ in cfg.targets()}
         missing = sorted(only - known)
         if missing:
+            from monitor.canary.suggest import close_name
+
+            near = [f'"{m}"' for m in (close_name(n, known) for n in missing) if m]
+            guess = f"did you mean {' or '.join(near)}? " if near else ""
             raise MonitorError(f"no deployment named {', '.join(missing)} in {cfg.source} "
-                               f"(known: {', '.join(sorted(known))})")
+                               f"({guess}known: {', '.join(sorted(known))})")
 
     async def round_() -> list[CanaryResult]:
         fleet = build_fleet(cfg, only)

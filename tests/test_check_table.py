@@ -107,3 +107,16 @@ def test_the_text_table_shows_the_suggestion_under_the_row(emu: EmulatorServer, 
 
 def test_a_name_is_never_its_own_suggestion() -> None:
     assert close_name("claude-haiku-4-5", ["claude-haiku-4-5"]) is None
+
+
+def test_check_of_an_unknown_deployment_name_suggests_the_close_one(emu: EmulatorServer,
+                                                                    tmp_path: Path) -> None:
+    path = tmp_path / "checks.yaml"
+    path.write_text(f"data_dir: {json.dumps(str(tmp_path / 'data'))}\nresources:\n"
+                    + resource("east", emu, KEY, ["claude-haiku-4-5", "claude-opus-4-5"]))
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+        rc = main(["check", "--config", str(path), "--deployment", "claude-haiku-45"])
+    assert rc == 2
+    assert out.getvalue() == (f"error: no deployment named claude-haiku-45 in {path} (did you mean "
+                              '"claude-haiku-4-5"? known: claude-haiku-4-5, claude-opus-4-5)\n')
