@@ -82,7 +82,12 @@ def test_a_history_bar_has_a_cell_per_result_and_empty_cells_before_the_first(tm
 LAYOUT = r"""(() => {
   const rows = [...document.querySelectorAll('#deployments .dep')];
   const px = v => parseFloat(v) || 0;
+  const details = [...document.querySelectorAll('details')];
+  details.forEach(d => { d.open = true; });
+  const openScrollWidth = document.documentElement.scrollWidth;  // with every hint opened
+  details.forEach(d => { d.open = false; });
   return {
+    openScrollWidth,
     innerWidth: window.innerWidth,
     scrollWidth: document.documentElement.scrollWidth,
     text: document.body.innerText,
@@ -163,6 +168,7 @@ def test_the_status_page_never_scrolls_sideways(page: Page) -> None:
     width, layout = page[0], page[1].value
     assert layout["innerWidth"] == width
     assert layout["scrollWidth"] <= width, f"the page is {layout['scrollWidth']} px wide, the window {width}"
+    assert layout["openScrollWidth"] <= width, f"with the hints open: {layout['openScrollWidth']} px"
 
 
 def test_each_deployment_is_a_row_with_one_line_of_hint(page: Page) -> None:
