@@ -74,7 +74,7 @@ def test_a_history_bar_has_a_cell_per_result_and_empty_cells_before_the_first(tm
     cells = re.findall(r'<span class="c (k-[a-z_]+)"', html)
     assert len(cells) == BAR
     assert cells[-3:] == ["k-ok", "k-timeout", "k-ok"] and set(cells[:-3]) == {"k-empty"}
-    assert "2/3 ok" in html
+    assert "2/3 ok · 24 h 66.7%" in html
 
 
 # --- in the browser, at two widths ---------------------------------------------------------------------
