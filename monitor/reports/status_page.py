@@ -46,11 +46,10 @@ def availability_24h(store: Store, now: datetime) -> dict[tuple[str, str], tuple
     first = int(now.timestamp() // HOUR_S) - HOURS + 1
     rows = store.query("SELECT resource, deployment, SUM(ok) AS ok, SUM(canaries) AS n FROM rollup_hour "
                        "WHERE hour >= ? GROUP BY resource, deployment", (first,))
-    return {(r["resource"], r["deployment"]): (int(r["ok"]), int(r["n"])) for r in rows}
+    return {(r["resource"], r["deployment"]): (int(r["ok"]), int(r["n"])) for r in rows if r["n"]}
 
 
-def _row(d: Mapping[str, Any], cells: Sequence[Cell], day: tuple[int, int] | None,
-         now: datetime) -> dict[str, Any]:
+def _row(d: Mapping[str, Any], cells: Sequence[Cell], day: tuple[int, int] | None) -> dict[str, Any]:
     key = f"{d['resource']}/{d['deployment']}"
     latencies = [c.latency_ms for c in cells]
     fail = d.get("last_failure") or None
@@ -75,7 +74,7 @@ def render_status(status: Mapping[str, Any], store: Store, now: datetime) -> str
     history = last_results(store, [(d["resource"], d["deployment"]) for d in deployments])
     days = availability_24h(store, now)
     rows = [_row(d, history.get((d["resource"], d["deployment"]), []),
-                 days.get((d["resource"], d["deployment"])), now) for d in deployments]
+                 days.get((d["resource"], d["deployment"]))) for d in deployments]
     seen = {c.kind for r in rows for c in r["cells"] if c is not None}
     legend = [(k, c) for k, c in KIND_COLOURS.items() if k in seen]
     incidents = [{**i, "hint": split_hint(i.get("hint"))} for i in status.get("open_incidents", [])]
