@@ -22,15 +22,15 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 RUN python3 -m venv /opt/foundry-monitor
 WORKDIR /src
-# The dependencies first, in a layer of their own: a change to monitor/ does not reinstall them. The empty
-# package stands in for monitor/ so that pip can read the project's dependencies from pyproject.toml.
+# The dependencies first, in a layer of their own (a change to monitor/ does not reinstall them), exactly as
+# requirements.lock pins them: every version and every file's hash, nothing resolved at build time
+# (scripts/lock regenerates the lock from pyproject.toml).
+COPY requirements.lock ./
+RUN /opt/foundry-monitor/bin/pip install $PIP_OPTIONS --require-hashes --no-deps -r requirements.lock
+# Then the project itself, as a wheel (what a release would publish), without touching the dependencies;
+# pip check proves the lock holds everything it needs. pip and setuptools leave the venv at the end: nothing
+# is installed at run time.
 COPY pyproject.toml README.md ./
-RUN mkdir monitor && touch monitor/__init__.py \
- && /opt/foundry-monitor/bin/pip install $PIP_OPTIONS . \
- && /opt/foundry-monitor/bin/pip uninstall -y foundry-monitor \
- && rm -rf monitor build *.egg-info
-# Then the project itself, as a wheel (what a release would publish), without touching the dependencies.
-# pip and setuptools leave the venv at the end: nothing is installed at run time.
 COPY monitor ./monitor
 RUN /opt/foundry-monitor/bin/pip wheel $PIP_OPTIONS --no-deps --wheel-dir /tmp/dist . \
  && /opt/foundry-monitor/bin/pip install $PIP_OPTIONS --no-deps /tmp/dist/foundry_monitor-*.whl \

@@ -92,6 +92,7 @@ class PageCheck:
     screenshot: Path  # PNG written
     title: str  # document.title after load
     warnings: list[str] = field(default_factory=list)  # console.warn and warning-level browser messages
+    value: Any = None  # what the `evaluate` expression returned (JSON-serialisable), if one was given
 
 
 def artifact_dir() -> Path:
@@ -124,10 +125,14 @@ def available() -> str | None:
 
 
 def check_page(
-    url: str, screenshot: Path, *, width: int = 1280, height: int = 900, timeout: float = 30.0
+    url: str, screenshot: Path, *, width: int = 1280, height: int = 900, timeout: float = 30.0,
+    evaluate: str | None = None,
 ) -> PageCheck:
     """Load ``url`` (``file:///...`` or ``http://127.0.0.1:...``), wait for its load event and a short
     settle, save a (full-page) PNG to ``screenshot`` and return the console errors and the title.
+
+    ``evaluate``: a JavaScript expression run in the page after it settled (before the screenshot); its
+    value, returned by value (so JSON-like), lands in ``PageCheck.value``. Layout facts are read this way.
 
     Raises BrowserError when the page cannot be loaded at all (e.g. connection refused, file missing),
     the browser crashes, or anything takes longer than ``timeout`` seconds in total.
@@ -136,7 +141,7 @@ def check_page(
     if binary is None:
         raise BrowserError("chromium is not installed")
     with _Browser(binary, width, height, timeout) as browser:
-        return browser.check(url, Path(screenshot))
+        return browser.check(url, Path(screenshot), evaluate)
 
 
 def _location(url: str | None, line: int | None, column: int | None) -> str:
@@ -393,7 +398,7 @@ class _Browser:
 
     # --- the check -----------------------------------------------------------------------------------
 
-    def check(self, url: str, screenshot: Path) -> PageCheck:
+    def check(self, url: str, screenshot: Path, evaluate: str | None = None) -> PageCheck:
         self.stage = "opening a tab"
         target = self.call("Target.createTarget", {"url": "about:blank"}, browser=True)["targetId"]
         attached = self.call("Target.attachToTarget", {"targetId": target, "flatten": True}, browser=True)
@@ -427,6 +432,12 @@ class _Browser:
             "Runtime.evaluate",
             {"expression": "!!document.querySelector('link[rel~=icon i]')", "returnByValue": True},
         )
+        value = None
+        if evaluate is not None:
+            found = self.call("Runtime.evaluate", {"expression": evaluate, "returnByValue": True})
+            if "exceptionDetails" in found:
+                raise self._fail(f"evaluating the expression failed: {_exception(found['exceptionDetails'])}")
+            value = found.get("result", {}).get("value")
         self._screenshot(screenshot)
         errors, warnings = self._collect(own_favicon=bool(declares_icon.get("result", {}).get("value")))
         return PageCheck(
@@ -434,6 +445,7 @@ class _Browser:
             screenshot=screenshot,
             title=str(title.get("result", {}).get("value", "")),
             warnings=warnings,
+            value=value,
         )
 
     def _screenshot(self, path: Path) -> None:

@@ -205,10 +205,10 @@ class Daemon:
         }
 
     def page(self) -> str:
-        """The status page (runs in a worker thread: it reads the last day's rollups)."""
-        from monitor.reports.status_page import last_day, render_status
+        """The status page (runs in a worker thread: it reads recent results and the last day's rollups)."""
+        from monitor.reports.status_page import render_status
 
-        return render_status(self.status(), last_day(self.store, self.opts.now()))
+        return render_status(self.status(), self.store, self.opts.now())
 
     def debug(self, deployment: str) -> dict[str, Any] | None:
         t = next((t for t in self.fleet.targets

@@ -1,50 +1,87 @@
-"""The daemon's `/` page: every deployment's state, last result, a 24-hour sparkline of availability
-and median latency (from the hourly rollups), open incidents and the hint of the last failure."""
+"""The daemon's `/` page: one row per deployment (state and for how long, a history bar of its last
+results coloured by kind, latency, one line of the last failure's hint with the rest behind a click),
+then the open incidents. Times read "3 min ago" with the exact UTC time on hover.
+
+The page is a section per concern (templates/status/*.html.j2, included by status.html.j2): a new
+concern adds its template there and its data to `render_status`'s context. One self-contained HTML
+document: inline CSS and SVG, a few lines of inline script, nothing fetched.
+"""
 
 from __future__ import annotations
 
-from collections import defaultdict
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from monitor.store.rollup import HOUR_S, percentile
+from monitor.store.rollup import HOUR_S
 from monitor.store.sqlite import Store
 
-from . import charts
+from . import charts, when
+from .history import BAR, EMPTY_COLOUR, KIND_COLOURS, UNKNOWN_COLOUR, Cell, last_results
 from .render import _ENV
 
 REFRESH_S = 30
 HOURS = 24
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"(])")
 
 
-Day = dict[str, tuple[list[float | None], list[float | None]]]
+@dataclass(frozen=True, slots=True)
+class Hint:
+    """A hint cut for one line: its first sentence, and the rest (shown when opened)."""
+
+    first: str
+    rest: str
 
 
-def last_day(store: Store, now: datetime) -> Day:
-    """Per `resource/deployment`: hourly availability (%) and p50 latency (ms), oldest first."""
+def split_hint(hint: str | None) -> Hint:
+    text = " ".join((hint or "").split())
+    first, *rest = _SENTENCE_END.split(text, maxsplit=1)
+    return Hint(first, rest[0] if rest else "")
+
+
+def availability_24h(store: Store, now: datetime) -> dict[tuple[str, str], tuple[int, int]]:
+    """(ok, canaries) per (resource, deployment) over the hourly rollups of the last 24 hours."""
     first = int(now.timestamp() // HOUR_S) - HOURS + 1
-    avail: dict[str, list[float | None]] = defaultdict(lambda: [None] * HOURS)
-    for row in store.query("SELECT hour, resource, deployment, canaries, ok FROM rollup_hour WHERE hour >= ?",
-                           (first,)):
-        if row["canaries"]:
-            avail[f"{row['resource']}/{row['deployment']}"][row["hour"] - first] = \
-                100.0 * row["ok"] / row["canaries"]
-    hists: dict[str, list[dict[int, int]]] = defaultdict(lambda: [{} for _ in range(HOURS)])
-    for row in store.query("SELECT hour, resource, deployment, bucket, count FROM rollup_hist "
-                           "WHERE hour >= ? AND metric = 'latency'", (first,)):
-        hists[f"{row['resource']}/{row['deployment']}"][row["hour"] - first][row["bucket"]] = row["count"]
-    keys = set(avail) | set(hists)
-    return {k: (avail[k], [percentile(h, 50) for h in hists[k]]) for k in keys}
+    rows = store.query("SELECT resource, deployment, SUM(ok) AS ok, SUM(canaries) AS n FROM rollup_hour "
+                       "WHERE hour >= ? GROUP BY resource, deployment", (first,))
+    return {(r["resource"], r["deployment"]): (int(r["ok"]), int(r["n"])) for r in rows if r["n"]}
 
 
-def render_status(status: dict[str, Any], day: Day) -> str:
-    sparks = {}
-    for d in status["deployments"]:
-        key = f"{d['resource']}/{d['deployment']}"
-        avail, latency = day.get(key, ([None] * HOURS, [None] * HOURS))
-        sparks[key] = (charts.sparkline(avail, floor=0.0, ceiling=100.0, color=charts.PALETTE[2],
-                                        label=f"{key} availability per hour"),
-                       charts.sparkline(latency, floor=0.0, label=f"{key} median latency per hour"))
-    healthy = sum(1 for d in status["deployments"] if d["state"] == "healthy")
-    return _ENV.get_template("status.html.j2").render(status=status, sparks=sparks, healthy=healthy,
-                                                      total=len(status["deployments"]), refresh_s=REFRESH_S)
+def _row(d: Mapping[str, Any], cells: Sequence[Cell], day: tuple[int, int] | None) -> dict[str, Any]:
+    key = f"{d['resource']}/{d['deployment']}"
+    latencies = [c.latency_ms for c in cells]
+    fail = d.get("last_failure") or None
+    return {
+        **d,
+        "key": key,
+        "cells": [None] * (BAR - len(cells)) + list(cells),
+        "ok_count": sum(1 for c in cells if c.ok),
+        "day": day,
+        "latency_spark": charts.sparkline(latencies, floor=0.0, width=120, height=18,
+                                          label=f"{key} latency of the last {len(cells)} results")
+        if sum(v is not None for v in latencies) >= 2 else "",
+        "hint": split_hint(fail.get("hint")) if fail else None,
+        "failure_is_current": bool(fail and d.get("last_result")
+                                   and fail.get("started_at") == d["last_result"].get("started_at")),
+    }
+
+
+def render_status(status: Mapping[str, Any], store: Store, now: datetime) -> str:
+    """The page for `status` (what /status returns), with history from `store`, times relative to `now`."""
+    deployments = status["deployments"]
+    history = last_results(store, [(d["resource"], d["deployment"]) for d in deployments])
+    days = availability_24h(store, now)
+    rows = [_row(d, history.get((d["resource"], d["deployment"]), []),
+                 days.get((d["resource"], d["deployment"]))) for d in deployments]
+    seen = {c.kind for r in rows for c in r["cells"] if c is not None}
+    legend = [(k, c) for k, c in KIND_COLOURS.items() if k in seen]
+    incidents = [{**i, "hint": split_hint(i.get("hint"))} for i in status.get("open_incidents", [])]
+    healthy = sum(1 for d in deployments if d["state"] == "healthy")
+    return _ENV.get_template("status.html.j2").render(
+        status=status, rows=rows, incidents=incidents, healthy=healthy, total=len(deployments),
+        refresh_s=REFRESH_S, bar=BAR, now=now, legend=legend, kind_colours=KIND_COLOURS,
+        empty_colour=EMPTY_COLOUR, unknown_colour=UNKNOWN_COLOUR,
+        ago=lambda v: when.ago(v, now), exact=when.exact,
+        since=lambda v: when.duration((now - at).total_seconds()) if (at := when.parse(v)) else "-")
