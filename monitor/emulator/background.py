@@ -1,8 +1,8 @@
 """Background traffic: the requests of real callers, besides the canaries, as log entries.
 
-Requests fall on a fixed grid (every 60/per_minute seconds since the epoch), so generating [a, b) and
-then [b, c) gives exactly what [a, c) would: the live catch-up and a back-dated, compressed period
-never count a request twice. Each request's status is drawn from a hash of (deployment, grid index),
+Requests fall on a fixed grid (every 60/per_minute seconds since the epoch) and the emulator logs each
+grid point once, so the live catch-up and a back-dated, compressed period that overlap never count a
+request twice. Each request's status is drawn from a hash of (deployment, grid index),
 so the same window always gives the same traffic.
 """
 
@@ -20,6 +20,7 @@ PATH = "/anthropic/v1/messages"
 
 @dataclass(frozen=True, slots=True)
 class Synthetic:
+    k: int  # its place on the deployment's grid
     at: float
     status: int
     stream: bool
@@ -50,7 +51,7 @@ def requests(deployment: str, spec: Background, start: float, end: float) -> Ite
             u -= share
         ok = status == 200
         yield Synthetic(
-            at=k * step, status=status, stream=_unit(deployment, k, "stream") < spec.stream_share,
+            k=k, at=k * step, status=status, stream=_unit(deployment, k, "stream") < spec.stream_share,
             ttft_s=spec.ttft if ok else None, total_s=spec.duration if ok else 0.05,
             input_tokens=spec.input_tokens if ok else None, output_tokens=spec.output_tokens if ok else None,
             cache_read_tokens=spec.cache_read_tokens if ok else None,

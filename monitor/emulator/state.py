@@ -102,6 +102,7 @@ class Emulator:
     wall: Callable[[], float] = time.time  # the log's clock (epoch seconds)
     _background_until: float = 0.0  # live background traffic is in the log up to here
     _throttle_left: int = 0  # metrics calls still to be answered 429
+    _generated: set[tuple[str, float, int]] = field(default_factory=set)  # background grid points logged
 
     def __post_init__(self) -> None:
         self.load(self.scenario)
@@ -213,6 +214,9 @@ class Emulator:
             for name, spec in specs:
                 assert spec is not None  # noqa: S101 - filtered above
                 for r in background.requests(name, spec, start, end):
+                    if (name, spec.per_minute, r.k) in self._generated:
+                        continue
+                    self._generated.add((name, spec.per_minute, r.k))
                     self._log.append(LogEntry(
                         seq=next(self._seq), method="POST", path=background.PATH, t_arrival=r.at,
                         deployment=name, auth="background", stream=r.stream, status=r.status,

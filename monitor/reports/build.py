@@ -100,8 +100,8 @@ def _keys(cfg: Config, *datas: SourceData) -> list[Key]:
 def _notes(data: SourceData, period: Period) -> list[str]:
     notes = [f"Period: {period.days[0][0]} 00:00 to {period.days[-1][0]} 24:00, {period.timezone}."]
     if data.usage is None and data.platform is not None:
-        notes.append("Per-resource totals from Log Analytics AzureMetrics (the fallback for Azure's view) are "
-                     "not in this source (--source log-analytics).")
+        notes.append("Per-resource totals from Log Analytics AzureMetrics (the fallback for Azure's view) "
+                     "are not in this source (--source log-analytics).")
     elif data.usage is None:
         notes.append("Real usage (all traffic, not only the canaries) is not in this source: it comes from "
                      "the Foundry resources' platform metrics in Log Analytics (--source log-analytics).")

@@ -25,7 +25,6 @@ from .source import Period, ReportSource, SourceData
 SOURCE = "Azure Monitor platform metrics (ARM, per deployment)"
 THROTTLED_NOTABLE_PCT = 1.0  # real callers' 429 share worth a sentence
 FAILING_NOTABLE_PCT = 1.0  # real callers' 5xx share worth a sentence
-REAL_FINE_PCT = 99.0  # Azure availability at or above this: real traffic succeeded
 
 
 class PlatformSource:
@@ -170,30 +169,39 @@ def _view(resource: str, deployment: str, d: DeploymentReport | None, points: li
         canary_availability_pct=canary_avail,
         canary_ttft_ms=Percentiles(p50=d.ttft_ms.p50, p95=d.ttft_ms.p95) if d else Percentiles(),
         canary_requests=canary_requests, canary_share_pct=share,
-        disagreement=disagreement(canary_avail, d, availability, pcts, slo),
+        disagreement=disagreement(canary_avail, d, requests, by_class, slo),
         note=metrics.note, days=view_days)
 
 
-def disagreement(canary_avail: float | None, d: DeploymentReport | None, azure_avail: float | None,
-                 pcts: dict[str, float | None], slo: float) -> str | None:
-    """One plain sentence where the canary's view and real traffic's disagree, with what it usually means."""
-    if canary_avail is None or d is None:
+def disagreement(canary_avail: float | None, d: DeploymentReport | None, requests: float | None,
+                 by_class: dict[str, float | None], slo: float) -> str | None:
+    """One plain sentence where the canary's view and the other callers' disagree, with what it usually
+    means. Azure counts the canaries too: their failed requests (at most every failed canary and every
+    re-check) are taken out of Azure's failures before the other callers are judged."""
+    if canary_avail is None or d is None or requests is None:
         return None
-    canary_fine = canary_avail >= slo
-    throttled, failing = pcts["throttled"], pcts["server_errors"]
-    if not canary_fine and azure_avail is not None and azure_avail >= REAL_FINE_PCT \
-            and (failing or 0.0) < FAILING_NOTABLE_PCT and (throttled or 0.0) < THROTTLED_NOTABLE_PCT:
-        return (f"The canaries failed ({_fmt(canary_avail)} available) while real traffic succeeded "
-                f"({_fmt(azure_avail)} to Azure): this usually points at the canary's own path (its key or "
-                "identity, network, DNS, proxy or region), not at the deployment.")
-    if canary_fine and throttled is not None and throttled >= THROTTLED_NOTABLE_PCT:
-        return (f"Real callers were throttled ({_fmt(throttled)} of requests got 429) while the canaries "
-                "were fine: the deployment's quota (tokens or requests per minute) is too small for real "
-                "traffic; the canary's one small request still fits under it.")
-    if canary_fine and failing is not None and failing >= FAILING_NOTABLE_PCT:
-        return (f"Real callers saw server errors ({_fmt(failing)} of requests got 5xx) while the canaries "
-                "succeeded: failures that depend on load or request size (long prompts, long outputs), "
-                "which the canary's tiny request does not reach.")
+    canary_failed = float(d.canaries - d.ok + d.rechecks)
+    others = requests - (d.canaries + d.rechecks)
+    if others <= 0:
+        return None
+
+    def share(kind: str) -> float:
+        return 100.0 * max(0.0, (by_class[kind] or 0.0) - canary_failed) / others
+
+    throttled, failing = share("throttled"), share("server_errors")
+    if canary_avail < slo and failing < FAILING_NOTABLE_PCT and throttled < THROTTLED_NOTABLE_PCT:
+        return (f"The canaries failed ({_fmt(canary_avail)} available) while the other callers' requests "
+                f"succeeded ({_fmt(100.0 - failing)} without a server error): this usually points at the "
+                "canary's own path (its key or identity, network, DNS, proxy or region), not at the "
+                "deployment.")
+    if canary_avail >= slo and throttled >= THROTTLED_NOTABLE_PCT:
+        return (f"Real callers were throttled ({_fmt(throttled)} of their requests got 429) while the "
+                "canaries were fine: the deployment's quota (tokens or requests per minute) is too small for "
+                "real traffic; the canary's one small request still fits under it.")
+    if canary_avail >= slo and failing >= FAILING_NOTABLE_PCT:
+        return (f"Real callers saw server errors ({_fmt(failing)} of their requests got 5xx) while the "
+                "canaries succeeded: failures that depend on load or request size (long prompts, long "
+                "outputs), which the canary's tiny request does not reach.")
     return None
 
 

@@ -75,7 +75,8 @@ def summary_rows(report: Report) -> list[list[str]]:
 
 
 AZURE_HEADER = ["deployment", "real requests", "429", "other 4xx", "5xx", "tokens in/out/cache", "est. cost",
-                "availability Azure / canary", "TTFT Azure avg / canary p50/p95", "canary share", "source"]
+                "availability (Azure · canary)", "TTFT (Azure avg · canary p50/p95)", "canary share",
+                "source"]
 
 
 def nodata(v: float | None, fmt: Callable[[float], str]) -> str:
@@ -94,11 +95,11 @@ def azure_row(v: AzureView) -> list[str]:
         f"{nodata(v.input_tokens, num)}/{nodata(v.output_tokens, num)}/{nodata(cache, num)}"
     ttft_azure = nodata(v.ttft_ms, lambda x: f"{x:.0f} ms")
     canary_ttft = "no data" if v.canary_ttft_ms.p50 is None else \
-        f"{ms(v.canary_ttft_ms.p50)} / {ms(v.canary_ttft_ms.p95)}"
+        f"{v.canary_ttft_ms.p50:.0f} / {ms(v.canary_ttft_ms.p95)}"
     return [f"{v.resource}/{v.deployment}", nodata(v.requests, num), _count_pct(v.throttled, v.throttled_pct),
             _count_pct(v.client_errors, v.client_errors_pct),
             _count_pct(v.server_errors, v.server_errors_pct), tokens, nodata(v.estimated_cost_usd, usd),
-            f"{pct(v.availability_pct)} / {pct(v.canary_availability_pct)}", f"{ttft_azure} / {canary_ttft}",
+            f"{pct(v.availability_pct)} · {pct(v.canary_availability_pct)}", f"{ttft_azure} · {canary_ttft}",
             pct(v.canary_share_pct), "Azure metrics" if v.requests is not None else "none"]
 
 
