@@ -225,3 +225,60 @@ def test_a_wrong_resource_id_is_one_note(world: World) -> None:
     r = build_report(build_source(cfg, "local", lambda: world.store), cfg, world.now, days=1)
     text = render(r, "text")
     assert text.count(f"Azure has no resource {wrong} (404") == 1
+
+
+def test_the_html_report_and_the_weekly_email_show_it_in_a_browser(world: World, tmp_path: Path) -> None:
+    from .browser import artifact_dir, available, check_page
+
+    reason = available()
+    if reason is not None:
+        pytest.skip(reason)
+    import base64
+
+    week, month = report(world, 7), report(world, 30)
+    email = compose(week, month, "m@example.com", ("o@example.com",))
+    weekly = email.html
+    for cid, png in email.images.items():  # as a mail client shows it: the cid: parts inline
+        weekly = weekly.replace(f"cid:{cid}", "data:image/png;base64," + base64.b64encode(png).decode())
+    pages = {"report-azure-view": render(report(world), "html"), "weekly-azure-view": weekly}
+    for name, html in pages.items():
+        page = tmp_path / f"{name}.html"
+        page.write_text(html)
+        shot = artifact_dir() / f"{name}.png"
+        result = check_page(page.as_uri(), shot, height=1400)
+        assert result.console_errors == [], name
+        assert shot.stat().st_size > 10_000, name
+
+
+async def test_the_status_page_shows_todays_azure_view(world: World, tmp_path: Path) -> None:
+    import httpx
+
+    from .daemon_helpers import make_daemon, until
+
+    emu = world.emu
+    text = f"""data_dir: {json.dumps(str(tmp_path / 'data'))}
+defaults: {{interval: 1s, timeout: 800ms, confirm: 0}}
+server: {{port: 0}}
+resources:
+  - name: main
+    base_url: {emu.base_url}
+    azure_resource_id: {emu.azure_resource_id()}
+    auth: {{api_key: {emu.api_key}}}
+    deployments:
+      - {{name: haiku, model: claude-haiku-4-5-20251001}}
+reports: {{metrics: {{credential: managed_identity, endpoint: "{emu.root}"}}}}
+"""
+    daemon = make_daemon(tmp_path, text)
+    task = asyncio.create_task(daemon.run(install_signals=False))
+    try:
+        await until(lambda: daemon.ready() and daemon.port is not None and daemon.writer.written >= 1)
+        async with httpx.AsyncClient() as client:
+            first = (await client.get(f"http://127.0.0.1:{daemon.port}/")).text
+            again = (await client.get(f"http://127.0.0.1:{daemon.port}/")).text
+    finally:
+        daemon.request_stop()
+        await task
+    assert 'id="azure-view"' in first and "main/haiku" in first
+    assert f"{truth(world, 'haiku')['requests']:,}" in first or "Real callers were throttled" in first
+    assert "Real callers were throttled" in first and emu.api_key not in first
+    assert again.count('id="azure-view"') == 1
