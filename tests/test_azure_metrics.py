@@ -168,3 +168,46 @@ def test_an_unreachable_arm_is_one_clear_note(certs: Certs, tmp_path: Path) -> N
     got = r.read("/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg/providers/"
                  "Microsoft.CognitiveServices/accounts/x", start, end)
     assert got.note is not None and got.note.startswith("Cannot reach Azure Resource Manager")
+
+
+def _http(emu: EmulatorServer, certs: Certs, method: str, path: str, body: Any = None,
+          token: str | None = None) -> tuple[int, Any]:
+    import json
+
+    ctx = ssl.create_default_context(cafile=certs.ca)
+    headers = {"content-type": "application/json"} | ({"authorization": f"Bearer {token}"} if token else {})
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(emu.root + path, data=data, method=method, headers=headers)  # noqa: S310
+    try:
+        with urllib.request.urlopen(req, context=ctx) as resp:  # noqa: S310 - https to the loopback emulator
+            return resp.status, json.load(resp)
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, json.load(exc)
+
+
+def test_the_admin_hooks_log_a_compressed_period_and_change_the_metrics_api(emu: EmulatorServer,
+                                                                             certs: Certs) -> None:
+    start, end = window()
+    status, body = _http(emu, certs, "POST", "/_emulator/background",
+                         {"start": start.timestamp(), "end": end.timestamp()})
+    assert status == 200 and body["added"] == 6 * 60 * (6 + 2)  # two deployments, 6 and 2 a minute
+    again = _http(emu, certs, "POST", "/_emulator/background",
+                  {"start": start.timestamp(), "end": end.timestamp()})
+    assert again == (200, {"added": 0})  # the same window twice is logged once
+    assert _http(emu, certs, "PUT", "/_emulator/azure", {"forbiden": True})[0] == 400
+    assert _http(emu, certs, "PUT", "/_emulator/azure", {"throttle": 1})[1]["throttle"] == 1
+
+
+@pytest.mark.parametrize(("query", "message"), [
+    ("metricnames=NoSuchMetric", "Failed to find metric configuration"),
+    ("metricnames=InputTokens&$filter=StatusCode eq '*'", "does not support requested dimension"),
+    ("metricnames=ModelRequests&interval=PT1Q", "Invalid interval"),
+])
+def test_the_metrics_api_refuses_what_azure_refuses(emu: EmulatorServer, certs: Certs, query: str,
+                                                    message: str) -> None:
+    token, _ = emu.state.issue_token("https://management.azure.com/.default")
+    path = (emu.azure_resource_id() + "/providers/Microsoft.Insights/metrics?api-version=2024-02-01&"
+            + query.replace(" ", "%20").replace("'", "%27").replace("*", "%2A").replace("$", "%24"))
+    status, body = _http(emu, certs, "GET", path, token=token)
+    assert status == 400 and message in body["error"]["message"]
