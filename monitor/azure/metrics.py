@@ -74,9 +74,10 @@ def grain(start: datetime, end: datetime) -> timedelta:
 
 
 class _Refused(Exception):
-    def __init__(self, note: str) -> None:
+    def __init__(self, note: str, *, resource_wide: bool = True) -> None:
         super().__init__(note)
         self.note = note
+        self.resource_wide = resource_wide  # every other call of this resource would get the same answer
 
 
 class MetricsReader:
@@ -122,20 +123,23 @@ class MetricsReader:
             (AVERAGES, "Average,Count", f"{DEPLOYMENT} eq '*'", True),
             (CACHE, "Total", f"{DEPLOYMENT} eq '*'", False),
         ]
-        for names, aggregation, flt, needed in calls:
+        for i, (names, aggregation, flt, needed) in enumerate(calls):
             try:
                 response = self._call(client, resource_id, span, step, names, aggregation, flt)
             except _Refused as exc:
                 missing += names
-                if needed and exc.note not in notes:
+                if (needed or exc.resource_wide) and exc.note not in notes:
                     notes.append(exc.note)
-                if needed and names == (REQUESTS,) and _fatal(exc.note):
-                    missing += [*TOKENS, *AVERAGES, *CACHE]  # the other calls would only say the same
+                if exc.resource_wide:
+                    missing += [n for later in calls[i + 1:] for n in later[0]]
                     break
                 continue
             got, absent = _points(response, aggregation)
             points += got
             missing += absent
+            if needed and absent:  # a partial answer: used, and said
+                notes.append(f"Azure returned no {', '.join(absent)} for {account_name(resource_id)}: "
+                             "shown as no data.")
         return ResourceMetrics(resource_id, tuple(points), tuple(dict.fromkeys(missing)),
                                " ".join(notes) or None)
 
@@ -181,7 +185,7 @@ class MetricsReader:
                                    "resources[].azure_resource_id (subscription GUID, resource group and "
                                    "account name, as in the portal's JSON view).") from None
                 raise _Refused(f"Azure Monitor refused the metrics {', '.join(names)} of {name} "
-                               f"({status} {_code(exc)}): {_first_line(exc)}") from None
+                               f"({status} {_code(exc)}): {_first_line(exc)}", resource_wide=False) from None
             except AzureError as exc:
                 raise _Refused(f"Cannot reach Azure Resource Manager ({self.endpoint}) for the metrics of "
                                f"{name}: {type(exc).__name__}: {_first_line(exc)}") from None
@@ -202,11 +206,6 @@ def _release(exc: Any) -> None:
 def _forbidden(name: str, resource_id: str) -> str:
     return (f"Azure refused the platform metrics of {name} (403): give the monitor's identity the "
             f"Monitoring Reader role on {resource_id} (or its resource group).")
-
-
-def _fatal(note: str) -> bool:
-    return "(403" in note or "(404" in note or "sign in" in note or "Cannot reach" in note \
-        or "throttled" in note
 
 
 def _points(response: Any, aggregation: str) -> tuple[list[Point], list[str]]:
