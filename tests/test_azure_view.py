@@ -94,7 +94,9 @@ def world(certs: Certs, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Wo
         wall = datetime.now(UTC)
         emu.state.wall = lambda: wall.timestamp()  # the emulator's clock stops: live traffic is fixed
         today = wall.replace(hour=0, minute=0, second=0, microsecond=0)
-        emu.background(today.timestamp(), wall.timestamp())  # a compressed day of real callers
+        # a compressed day of real callers: the whole of today at once (later hours too, so the test
+        # does not depend on the time of day it runs at)
+        emu.background(today.timestamp(), (today + timedelta(days=1)).timestamp())
         cfg = config(emu, tmp)
         store = Store.open(tmp / "results.sqlite3")
         asyncio.run(_canaries(cfg, store))
@@ -154,6 +156,7 @@ def test_each_deployments_real_traffic_equals_what_the_emulator_served(world: Wo
         assert v.canary_share_pct == round(100.0 * t["canaries"] / t["requests"], 3)
         assert v.note is None and v.source.startswith("Azure Monitor platform metrics")
         assert v.days[-1].requests == t["requests"]
+        assert len(v.last_day_hours) == 24 and sum(h or 0 for h in v.last_day_hours) == t["requests"]
     haiku = views["haiku"]
     assert haiku.cache_read_tokens == truth(world, "haiku")["cache_read_tokens"] > 0
     price = price_for("claude-haiku-4-5")
@@ -184,6 +187,7 @@ def test_every_format_shows_azures_view(world: World) -> None:
     assert "## Azure's view" in md and "| main/haiku |" in md
     html = render(r, "html")
     assert 'id="azure-view"' in html and "Real callers were throttled" in html
+    assert "real requests per hour, last day" in html
     assert json.loads(render(r, "json"))["azure_view"][0]["requests"] > 0
     rows = list(csv.DictReader(io.StringIO(render(r, "csv"))))
     haiku = [row for row in rows if row["deployment"] == "haiku"]

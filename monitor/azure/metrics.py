@@ -56,6 +56,7 @@ class ResourceMetrics:
     points: tuple[Point, ...]
     missing: tuple[str, ...] = ()  # metrics this resource does not have (absent, never 0)
     note: str | None = None  # what could not be read, and what to do about it
+    grain_s: float = 3600.0  # the time grain of the points
 
     @property
     def read(self) -> bool:
@@ -141,7 +142,7 @@ class MetricsReader:
                 notes.append(f"Azure returned no {', '.join(absent)} for {account_name(resource_id)}: "
                              "shown as no data.")
         return ResourceMetrics(resource_id, tuple(points), tuple(dict.fromkeys(missing)),
-                               " ".join(notes) or None)
+                               " ".join(notes) or None, step.total_seconds())
 
     def _call(self, client: Any, resource_id: str, span: str, step: timedelta, names: tuple[str, ...],
               aggregation: str, flt: str) -> Any:

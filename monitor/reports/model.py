@@ -155,6 +155,7 @@ class AzureView(_M):
     disagreement: str | None  # one sentence where the two views disagree, with what it usually means
     note: str | None  # what could not be read
     days: list[AzureDay]
+    last_day_hours: list[float | None] = []  # requests per hour of the last day ([]: not read hourly)
 
 
 class Report(_M):

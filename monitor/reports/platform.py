@@ -156,6 +156,14 @@ def _view(resource: str, deployment: str, d: DeploymentReport | None, points: li
             server_errors=dc.get("server_errors", 0.0) if read else None,
             input_tokens=_total(inside, "InputTokens", missing),
             output_tokens=_total(inside, "OutputTokens", missing)))
+    last_day_hours: list[float | None] = []
+    if read and metrics.grain_s <= 3600.0:
+        _, first, last = days[-1]
+        hourly: dict[int, float] = defaultdict(float)
+        for p in points:
+            if p.metric == REQUESTS and first <= p.at < last:
+                hourly[int((p.at - first) // 3600)] += p.value
+        last_day_hours = [hourly.get(h, 0.0) for h in range(int((last - first) // 3600))]
     pcts = {k: _pct(v, requests) for k, v in by_class.items()}
     canary_avail = d.availability_pct if d else None
     return AzureView(
@@ -170,7 +178,7 @@ def _view(resource: str, deployment: str, d: DeploymentReport | None, points: li
         canary_ttft_ms=Percentiles(p50=d.ttft_ms.p50, p95=d.ttft_ms.p95) if d else Percentiles(),
         canary_requests=canary_requests, canary_share_pct=share,
         disagreement=disagreement(canary_avail, d, requests, by_class, slo),
-        note=metrics.note, days=view_days)
+        note=metrics.note, days=view_days, last_day_hours=last_day_hours)
 
 
 def disagreement(canary_avail: float | None, d: DeploymentReport | None, requests: float | None,

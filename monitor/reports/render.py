@@ -282,6 +282,9 @@ def report_charts(report: Report) -> dict[str, str]:
 
 def html(report: Report) -> str:
     azure = [AZURE_HEADER, *(azure_row(v) for v in report.azure_view or ())]
+    hours = [charts.sparkline(v.last_day_hours, floor=0.0, color=charts.PALETTE[1],
+                              label=f"{v.resource}/{v.deployment} real requests per hour, last day")
+             if v.last_day_hours else "" for v in report.azure_view or ()]
     return _ENV.get_template("report.html.j2").render(r=report, charts=report_charts(report),
                                                       rows=summary_rows(report), slo=slo, azure=azure,
-                                                      azure_lines=azure_lines(report))
+                                                      azure_lines=azure_lines(report), azure_hours=hours)
