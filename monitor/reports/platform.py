@@ -19,7 +19,7 @@ from monitor.azure.metrics import CACHE, REQUESTS, MetricsReader, Point, Resourc
 from monitor.canary.pricing import price_for
 from monitor.config import Config
 
-from .model import AzureDay, AzureView, DeploymentReport
+from .model import AzureDay, AzureView, DeploymentReport, Percentiles
 from .source import Period, ReportSource, SourceData
 
 SOURCE = "Azure Monitor platform metrics (ARM, per deployment)"
@@ -114,8 +114,6 @@ def _total(points: list[Point], metric: str, missing: tuple[str, ...]) -> float 
 
 def _view(resource: str, deployment: str, d: DeploymentReport | None, points: list[Point],
           metrics: ResourceMetrics, days: list[tuple[str, float, float]], slo: float) -> AzureView:
-    from .model import Percentiles
-
     missing = metrics.missing
     read = REQUESTS not in missing
     classes: dict[str, float] = defaultdict(float)
@@ -127,14 +125,14 @@ def _view(resource: str, deployment: str, d: DeploymentReport | None, points: li
                 for k in ("throttled", "client_errors", "server_errors")}
     tin, tout = _total(points, "InputTokens", missing), _total(points, "OutputTokens", missing)
     cache_read = _total(points, CACHE[0], missing)
-    writes = [_total(points, m, missing) for m in CACHE[1:]]
-    cache_write = None if all(w is None for w in writes) else float(sum(w or 0.0 for w in writes))
+    write_5m, write_1h = (_total(points, m, missing) for m in CACHE[1:])
+    cache_write = None if write_5m is None and write_1h is None else (write_5m or 0.0) + (write_1h or 0.0)
     model = d.model if d else ""
     price = price_for(model) if model else None
     cost = None
     if price is not None and tin is not None and tout is not None:
         cost = (tin * price.input + tout * price.output + (cache_read or 0.0) * price.cache_read
-                + (cache_write or 0.0) * price.cache_write_5m) / 1e6
+                + (write_5m or 0.0) * price.cache_write_5m + (write_1h or 0.0) * price.cache_write_1h) / 1e6
         cost = round(cost, 4)
     availability = None if "ModelAvailabilityRate" in missing else \
         _weighted(p for p in points if p.metric == "ModelAvailabilityRate")
