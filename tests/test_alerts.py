@@ -422,3 +422,28 @@ def test_the_parameters_example_names_only_declared_parameters() -> None:
         assert isinstance(entry["value"], expected), f"{name}: expected {declared[name].type}"
         allowed = declared[name].decorators.get("allowed")
         assert allowed is None or entry["value"] in allowed[0], f"{name}: not one of {allowed}"
+
+
+# --- real traffic: metric alerts on the Foundry resources' platform metrics ------------------------------
+
+METRIC_ALERT_TYPE = "Microsoft.Insights/metricAlerts@"
+
+
+def test_real_traffic_has_metric_alerts_per_deployment_for_429_5xx_and_availability() -> None:
+    t = template()
+    (symbol,) = t.symbols_of_type(METRIC_ALERT_TYPE)
+    entries = t.value(t.vars["realTrafficRules"])
+    assert [e["metricName"] for e in entries] == ["ModelRequests", "ModelRequests", "ModelAvailabilityRate"]
+    assert entries[0]["statusCodes"] == ["429"] and "503" in entries[1]["statusCodes"]
+    assert (entries[2]["operator"], entries[2]["timeAggregation"]) == ("LessThan", "Average")
+    for e in entries:
+        assert "What to do" in e["description"] and len(e["description"]) < 1024, e["name"]
+        assert 0 <= e["severity"] <= 4
+        assert isinstance(e["threshold"], ParamRef) and t.params[e["threshold"].name].has_default
+    assert t.params["foundryResourceIds"].default == []  # opt-in: no resource ids, no metric alerts
+    body = _text(t.resources[symbol][1])
+    for needed in ("'ModelDeploymentName'", "'Microsoft.Azure.Monitor.SingleResourceMultipleMetricCriteria'",
+                   "actionGroup.id", "targetResourceType: 'Microsoft.CognitiveServices/accounts'"):
+        assert needed in body, needed
+    windows = [iso_duration(w) for w in t.candidates(ParamRef("realTrafficWindow"))]
+    assert all(timedelta(minutes=5) <= w for w in windows)  # evaluated every 5 minutes

@@ -5,7 +5,7 @@
 // exactly what Azure runs. Thresholds live in the rules (parameters below), never inside the KQL.
 // How to deploy and tune: docs/alerts.md.
 
-metadata description = 'foundry-monitor alerts: deployment down, auth failures, throttling, latency and TTFT, multi-location failures, silent monitor, canary spend'
+metadata description = 'foundry-monitor alerts: deployment down, auth failures, throttling, latency and TTFT, multi-location failures, silent monitor, canary spend; real traffic per deployment from platform metrics (429, 5xx, availability)'
 
 targetScope = 'resourceGroup'
 
@@ -124,6 +124,32 @@ param silentMinutes int = 10
 
 @description('Canary spend: budget in US dollars for the estimated cost of all canaries over the last 24 hours (a decimal number as a string, for example \'2.50\').')
 param dailySpendBudgetUsd string = '5'
+
+// --- real traffic: Azure's own platform metrics per deployment (metric alerts) -----------------------------------
+
+@description('Resource ids of the Foundry resources (Microsoft.CognitiveServices/accounts) whose real traffic gets metric alerts per deployment (the same ids as resources[].azure_resource_id in checks.yaml). Empty: no metric alerts.')
+param foundryResourceIds array = []
+
+@description('Real traffic: the window each metric alert judges (evaluated every 5 minutes).')
+@allowed([
+  'PT15M'
+  'PT30M'
+  'PT1H'
+])
+param realTrafficWindow string = 'PT15M'
+
+@description('Real traffic throttled: HTTP 429 answers to real callers of one deployment in the window above which it alerts (metric alerts cannot divide, so this is a count; the report shows the share).')
+@minValue(1)
+param realThrottledRequests int = 50
+
+@description('Real traffic failing: HTTP 5xx answers to callers of one deployment in the window above which it alerts.')
+@minValue(1)
+param realServerErrorRequests int = 10
+
+@description('Real traffic availability: Azure\'s ModelAvailabilityRate (share of requests without a 5xx) of one deployment, in percent, below which it alerts.')
+@minValue(1)
+@maxValue(100)
+param realAvailabilityPercent int = 99
 
 // --- the rules ---------------------------------------------------------------------------------------------------
 
@@ -317,6 +343,54 @@ var rules = [
   }
 ]
 
+// Metric alert rules on each Foundry resource's platform metrics, split by deployment: real callers, not the
+// canaries (they complement the log alerts above, which judge the canaries). One rule per resource and entry.
+var realTrafficRules = [
+  {
+    name: 'real-throttled'
+    displayName: 'Claude deployment: real callers throttled (429)'
+    severity: 2
+    metricName: 'ModelRequests'
+    statusCodes: [
+      '429'
+    ]
+    operator: 'GreaterThan'
+    threshold: realThrottledRequests
+    timeAggregation: 'Total'
+    description: 'More than ${realThrottledRequests} requests to this deployment were answered 429 (rate limit) in ${realTrafficWindow}, per Azure\'s own ModelRequests metric: real callers are being throttled. What to do: compare with the canary\'s view (foundry-monitor report, Azure\'s view section): if the canaries are fine, the deployment\'s tokens-per-minute or requests-per-minute quota is too small for real traffic; raise the deployment\'s capacity or quota, spread load over another deployment or region, and make callers honour retry-after.'
+  }
+  {
+    name: 'real-server-errors'
+    displayName: 'Claude deployment: real callers get server errors (5xx)'
+    severity: 1
+    metricName: 'ModelRequests'
+    statusCodes: [
+      '500'
+      '502'
+      '503'
+      '504'
+      '529'
+    ]
+    operator: 'GreaterThan'
+    threshold: realServerErrorRequests
+    timeAggregation: 'Total'
+    description: 'More than ${realServerErrorRequests} requests to this deployment were answered with a server error (500, 502, 503, 504 or 529) in ${realTrafficWindow}, per Azure\'s ModelRequests metric. What to do: check Azure Service Health and the canary alerts; if the canaries succeed while real callers fail, the failures depend on load or request size (long prompts or outputs); open a support case with the time window and the deployment name, and fail over to another deployment or region meanwhile.'
+  }
+  {
+    name: 'real-availability'
+    displayName: 'Claude deployment: availability to real callers below target'
+    severity: 1
+    metricName: 'ModelAvailabilityRate'
+    statusCodes: []
+    operator: 'LessThan'
+    threshold: realAvailabilityPercent
+    timeAggregation: 'Average'
+    description: 'Azure\'s ModelAvailabilityRate for this deployment (requests without a 5xx) averaged below ${realAvailabilityPercent}% over ${realTrafficWindow}. What to do: look at the 5xx alert and the canary\'s availability in foundry-monitor report; a drop seen by both is the deployment or the region (check Service Health, open a support case); one seen only here depends on real traffic\'s load or request size.'
+  }
+]
+
+var realTrafficCount = length(foundryResourceIds) * length(realTrafficRules)
+
 // --- resources ---------------------------------------------------------------------------------------------------
 
 resource actionGroup 'Microsoft.Insights/actionGroups@2023-01-01' = {
@@ -388,5 +462,64 @@ resource alertRules 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = [for r
   }
 }]
 
+resource realTrafficAlerts 'Microsoft.Insights/metricAlerts@2018-03-01' = [for i in range(0, realTrafficCount): {
+  name: '${namePrefix}-${last(split(foundryResourceIds[i / length(realTrafficRules)], '/'))}-${realTrafficRules[i % length(realTrafficRules)].name}'
+  location: 'global'
+  tags: tags
+  properties: {
+    description: realTrafficRules[i % length(realTrafficRules)].description
+    severity: realTrafficRules[i % length(realTrafficRules)].severity
+    enabled: enabled
+    scopes: [
+      foundryResourceIds[i / length(realTrafficRules)]
+    ]
+    evaluationFrequency: 'PT5M'
+    windowSize: realTrafficWindow
+    targetResourceType: 'Microsoft.CognitiveServices/accounts'
+    autoMitigate: true
+    criteria: {
+      'odata.type': 'Microsoft.Azure.Monitor.SingleResourceMultipleMetricCriteria'
+      allOf: [
+        {
+          criterionType: 'StaticThresholdCriterion'
+          name: realTrafficRules[i % length(realTrafficRules)].name
+          metricNamespace: 'Microsoft.CognitiveServices/accounts'
+          metricName: realTrafficRules[i % length(realTrafficRules)].metricName
+          operator: realTrafficRules[i % length(realTrafficRules)].operator
+          threshold: realTrafficRules[i % length(realTrafficRules)].threshold
+          timeAggregation: realTrafficRules[i % length(realTrafficRules)].timeAggregation
+          // one alert per deployment; the request rules also keep only the status codes they count
+          dimensions: concat([
+            {
+              name: 'ModelDeploymentName'
+              operator: 'Include'
+              values: [
+                '*'
+              ]
+            }
+          ], empty(realTrafficRules[i % length(realTrafficRules)].statusCodes) ? [] : [
+            {
+              name: 'StatusCode'
+              operator: 'Include'
+              values: realTrafficRules[i % length(realTrafficRules)].statusCodes
+            }
+          ])
+          skipMetricValidation: true
+        }
+      ]
+    }
+    actions: [
+      {
+        actionGroupId: actionGroup.id
+        webHookProperties: {
+          runbook: 'README.md#azures-view'
+          rule: realTrafficRules[i % length(realTrafficRules)].name
+        }
+      }
+    ]
+  }
+}]
+
 output actionGroupId string = actionGroup.id
 output ruleNames array = [for (rule, i) in rules: alertRules[i].name]
+output realTrafficAlertNames array = [for i in range(0, realTrafficCount): realTrafficAlerts[i].name]

@@ -3,6 +3,7 @@ and zones. ``load`` builds them from a file; ``problems`` words what pydantic fi
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -116,9 +117,27 @@ class _AuthIn(Auth):
     entra: Annotated[EntraAuth | None, BeforeValidator(_entra)] = None
 
 
+_AZURE_RESOURCE_ID = re.compile(
+    r"/subscriptions/[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+    r"/resourceGroups/[-\w._()]{1,90}/providers/Microsoft\.CognitiveServices/accounts/"
+    r"[A-Za-z0-9][A-Za-z0-9_.-]{1,63}", re.IGNORECASE)
+
+
+def _azure_resource_id(v: str) -> str:
+    if not _AZURE_RESOURCE_ID.fullmatch(v):
+        raise Unreadable(
+            f'expected an Azure resource ID like /subscriptions/<subscription GUID>/resourceGroups/<group>/'
+            f'providers/Microsoft.CognitiveServices/accounts/<name>, got "{v}"',
+            "expected an Azure resource ID like /subscriptions/<subscription GUID>/resourceGroups/<group>/"
+            "providers/Microsoft.CognitiveServices/accounts/<name>")
+    return v.rstrip("/")
+
+
 class Resource(_Model):
     name: str = Field(min_length=1)
     resource: str | None = None
+    # the Foundry resource in ARM: Azure's own view (platform metrics per deployment) is read from it
+    azure_resource_id: Annotated[str, AfterValidator(_azure_resource_id)] | None = None
     base_url: str | None = None
     location: str | None = None
     auth: _AuthIn | None = None
@@ -187,6 +206,15 @@ def _zone(name: str) -> str:
 TimeZone = Annotated[str, AfterValidator(_zone)]
 
 
+class PlatformMetrics(_Model):
+    """`reports.metrics`: how Azure's own view (platform metrics on the ARM API) is read."""
+
+    enabled: bool = True  # off: resources[].azure_resource_id is ignored by reports
+    credential: Literal["default", "managed_identity"] = "default"  # needs Monitoring Reader on each resource
+    client_id: str | None = None  # a user-assigned managed identity
+    endpoint: str | None = None  # ARM, if not https://management.azure.com (sovereign clouds, tests)
+
+
 class Reports(_Model):
     timezone: TimeZone = "UTC"
     days: int = Field(default=30, ge=1, le=400)
@@ -196,6 +224,7 @@ class Reports(_Model):
     client_id: str | None = None  # a user-assigned managed identity
     endpoint: str | None = None  # the query API, if not https://api.loganalytics.io (sovereign clouds)
     weekly: Weekly = Weekly()
+    metrics: PlatformMetrics = PlatformMetrics()
 
 
 class Smtp(_Model):

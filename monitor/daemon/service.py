@@ -128,6 +128,9 @@ class Daemon:
         self._reload = asyncio.Event()
         self._retired: list[tuple[float, Fleet]] = []  # (close at, fleet) replaced by a reload
         self.weekly = self._weekly_job()
+        from monitor.reports.status_page import AzureToday
+
+        self.azure_today = AzureToday()  # Azure's view on the status page, cached
 
     # --- ResultSink ------------------------------------------------------------------------------
 
@@ -208,7 +211,9 @@ class Daemon:
         """The status page (runs in a worker thread: it reads recent results and the last day's rollups)."""
         from monitor.reports.status_page import render_status
 
-        return render_status(self.status(), self.store, self.opts.now())
+        now = self.opts.now()
+        azure = self.azure_today.get(self.cfg, self.store, now)
+        return render_status(self.status(), self.store, now, azure, self.azure_today.note)
 
     def debug(self, deployment: str) -> dict[str, Any] | None:
         t = next((t for t in self.fleet.targets

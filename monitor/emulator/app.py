@@ -21,8 +21,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import answers, wire
-from .scenario import Deployment, Fault, FaultKind, Scenario
+from . import answers, metrics_api, wire
+from .scenario import AzureResource, Deployment, Fault, FaultKind, Scenario
 from .state import Emulator, LogEntry
 
 _UNSUPPORTED = ("/anthropic/v1/models", "/anthropic/v1/messages/batches", "/anthropic/v1/organizations")
@@ -64,6 +64,9 @@ def build_app(emu: Emulator, stopping: asyncio.Event) -> ASGIApp:
         Route("/_emulator/log", api.delete_log, methods=["DELETE"]),
         Route("/_emulator/identity/token", api.identity_token, methods=["GET"]),
         Route("/_emulator/identity/expire", api.expire_tokens, methods=["POST"]),
+        Route("/_emulator/background", api.post_background, methods=["POST"]),
+        Route("/_emulator/azure", api.put_azure, methods=["PUT"]),
+        Route(metrics_api.PATH, api.azure_metrics, methods=["GET"]),
         Route("/{path:path}", api.anything_else,
               methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]),
     ]
@@ -267,6 +270,33 @@ class _Api:
 
     async def expire_tokens(self, request: Request) -> Response:
         return JSONResponse({"expired": self.emu.expire_tokens()})
+
+    # -- Azure's view: platform metrics and background traffic ------------------------------------------
+    async def azure_metrics(self, request: Request) -> Response:
+        return await metrics_api.metrics(self.emu, request)
+
+    async def post_background(self, request: Request) -> Response:
+        """`{"start": epoch, "end": epoch}`: log the background traffic of that window now (a compressed
+        period: a day of real callers in one call)."""
+        data = await _json_object(request)
+        try:
+            start, end = float((data or {})["start"]), float((data or {})["end"])
+        except (KeyError, TypeError, ValueError):
+            return _bad('expected {"start": epoch seconds, "end": epoch seconds}')
+        return JSONResponse({"added": self.emu.background(start, end)})
+
+    async def put_azure(self, request: Request) -> Response:
+        """Change how the metrics API answers: `{"forbidden": true}`, `{"throttle": 2, "retry_after": 1}`."""
+        data = await _json_object(request)
+        allowed = {"account", "region", "forbidden", "throttle", "retry_after"}
+        if data is None or not set(data) <= allowed:
+            return _bad(f"expected a JSON object with keys from {sorted(allowed)}")
+        try:
+            AzureResource.model_validate(self.emu.scenario.azure.model_dump() | data)
+        except ValidationError as exc:
+            return _bad(str(exc))
+        self.emu.set_azure(**data)
+        return JSONResponse(self.emu.scenario.azure.model_dump(mode="json"))
 
 
 def _entry(request: Request) -> LogEntry | None:

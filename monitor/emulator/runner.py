@@ -103,7 +103,15 @@ class EmulatorServer:
         if self._server.started:
             self._port = self._server.servers[0].sockets[0].getsockname()[1]
         self._started.set()
-        await serving
+        try:
+            await serving
+        finally:
+            # a TLS client that left without close_notify keeps its connection past the graceful
+            # shutdown: drop what is left, or its transport is only closed (and warned about) at GC
+            for conn in list(self._server.server_state.connections):
+                transport = getattr(conn, "transport", None)
+                if transport is not None:
+                    transport.abort()
 
     # -- addresses ------------------------------------------------------------------------------------
     @property
@@ -135,3 +143,17 @@ class EmulatorServer:
     def set_faults(self, deployment: str, faults: list[dict[str, Any]]) -> None:
         if not self.state.set_faults(deployment, [Fault.model_validate(f) for f in faults]):
             raise KeyError(deployment)
+
+    def background(self, start: float, end: float) -> int:
+        """Log the background traffic of [start, end) (epoch seconds): a compressed period."""
+        return self.state.background(start, end)
+
+    def set_azure(self, **changes: Any) -> None:
+        """Change how the platform metrics API answers (forbidden, throttle, retry_after, account)."""
+        self.state.set_azure(**changes)
+
+    def azure_resource_id(self, subscription: str = "00000000-0000-0000-0000-000000000000",
+                          group: str = "rg-emulator") -> str:
+        """The ARM resource ID the emulator answers platform metrics for (its `root` is the ARM host)."""
+        return (f"/subscriptions/{subscription}/resourceGroups/{group}/providers/"
+                f"Microsoft.CognitiveServices/accounts/{self.state.scenario.azure.account}")

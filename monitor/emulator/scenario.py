@@ -18,6 +18,8 @@ A scenario is YAML (or a dict in tests)::
         faults:
           - {kind: api_error, rate: 0.2}                      # 20% of requests
           - {kind: rate_limit, retry_after: 5, window: {start: 10s, end: 40s}}
+        background: {per_minute: 30, errors: {429: 0.05, 503: 0.01}}  # real callers, besides canaries
+    azure: {account: emulator, region: eastus}   # served as a Foundry resource's platform metrics
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from monitor.config.durations import parse_duration
 from monitor.config.yamlsource import load_document
@@ -97,6 +99,30 @@ class RateLimit(_Model):
     requests_per_minute: float = Field(gt=0)
 
 
+class Background(_Model):
+    """Real callers' traffic besides the canaries: `per_minute` requests on a fixed grid, a share of
+    them answered with each error status (the rest 200), synthesised into the log as if served."""
+
+    per_minute: float = Field(gt=0, le=6000)
+    errors: dict[int, float] = Field(default_factory=dict)  # status -> share, e.g. {429: 0.05, 503: 0.01}
+    input_tokens: int = Field(default=600, ge=0)
+    output_tokens: int = Field(default=150, ge=0)
+    cache_read_tokens: int = Field(default=0, ge=0)
+    cache_write_tokens: int = Field(default=0, ge=0)
+    ttft: Duration = 0.4
+    duration: Duration = 2.0
+    stream_share: float = Field(default=0.5, ge=0, le=1)
+
+    @field_validator("errors")
+    @classmethod
+    def _mix(cls, v: dict[int, float]) -> dict[int, float]:
+        if any(not 400 <= code <= 599 for code in v):
+            raise ValueError("error statuses must be between 400 and 599")
+        if any(share < 0 for share in v.values()) or sum(v.values()) > 1:
+            raise ValueError("error shares must be >= 0 and add up to at most 1")
+        return v
+
+
 class Deployment(_Model):
     name: str = Field(min_length=1)
     model: str = "claude-haiku-4-5-20251001"
@@ -106,11 +132,22 @@ class Deployment(_Model):
     reply: str = "OK"
     rate_limit: RateLimit | None = None
     faults: tuple[Fault, ...] = ()
+    background: Background | None = None
 
 
 class Identity(_Model):
     header: str = "emulator-identity-header"
     token_lifetime: Duration = 3600.0
+
+
+class AzureResource(_Model):
+    """The emulator as one Foundry resource in ARM, for the platform metrics API it serves."""
+
+    account: str = "emulator"  # any subscription and resource group; another account name is a 404
+    region: str = "eastus"
+    forbidden: bool = False  # 403 AuthorizationFailed, as without the Monitoring Reader role
+    throttle: int = Field(default=0, ge=0)  # the next N metrics calls answer 429 with retry-after
+    retry_after: float = Field(default=1.0, ge=0)
 
 
 class Scenario(_Model):
@@ -120,6 +157,7 @@ class Scenario(_Model):
     seed: int | None = None
     identity: Identity = Identity()
     deployments: tuple[Deployment, ...] = ()
+    azure: AzureResource = AzureResource()
 
 
 CATALOGUE = (

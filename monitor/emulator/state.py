@@ -16,11 +16,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from . import wire
+from . import background, wire
 from .scenario import Deployment, Fault, Scenario
 
 LOG_LIMIT = 200_000
 AUDIENCES = ("https://cognitiveservices.azure.com", "https://ai.azure.com")
+ARM_AUDIENCES = ("https://management.azure.com", "https://management.core.windows.net")
 
 
 @dataclass
@@ -44,6 +45,9 @@ class LogEntry:
     t_last_byte: float | None = None
     input_tokens: int | None = None
     output_tokens: int | None = None
+    origin: str = "client"            # client (served over HTTP) | background (synthesised real traffic)
+    cache_read_tokens: int | None = None
+    cache_write_tokens: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -95,6 +99,10 @@ class Emulator:
     _seq: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _tokens: dict[str, _Token] = field(default_factory=dict)
     loaded_at: float = 0.0  # epoch seconds when the scenario was loaded: fault windows count from here
+    wall: Callable[[], float] = time.time  # the log's clock (epoch seconds)
+    _background_until: float = 0.0  # live background traffic is in the log up to here
+    _throttle_left: int = 0  # metrics calls still to be answered 429
+    _generated: set[tuple[str, float, int]] = field(default_factory=set)  # background grid points logged
 
     def __post_init__(self) -> None:
         self.load(self.scenario)
@@ -105,6 +113,8 @@ class Emulator:
         self.loaded_at = time.time()
         with self._lock:
             self.scenario = scenario
+            self._background_until = self.wall()
+            self._throttle_left = scenario.azure.throttle
             self._rng = random.Random(scenario.seed)  # noqa: S311 - fault draws, not secrets
             self._deps = {d.name: self._live(d, now) for d in scenario.deployments}
 
@@ -182,9 +192,57 @@ class Emulator:
 
     def log(self, since: int = 0) -> list[dict[str, Any]]:
         """Finished requests in the order they finished; ``since`` skips those with seq <= since."""
+        return [e.as_dict() for e in self.entries() if e.seq > since]
+
+    def entries(self) -> list[LogEntry]:
+        """Every logged request, live background traffic caught up to now first."""
+        self.background(None, None)
         with self._lock:
-            entries = list(self._log)
-        return [e.as_dict() for e in entries if e.seq > since]
+            return list(self._log)
+
+    # -- background traffic (real callers besides the canaries) --------------------------------------
+    def background(self, start: float | None, end: float | None) -> int:
+        """Log the background traffic of [start, end) (epoch seconds), or with None the live traffic
+        since the last catch-up; returns how many requests were added."""
+        with self._lock:
+            if start is None or end is None:
+                start, end = self._background_until, self.wall()
+                self._background_until = max(self._background_until, end)
+            specs = [(live.spec.name, live.spec.background) for live in self._deps.values()
+                     if live.spec.background is not None]
+            added = 0
+            for name, spec in specs:
+                assert spec is not None  # noqa: S101 - filtered above
+                for r in background.requests(name, spec, start, end):
+                    if (name, spec.per_minute, r.k) in self._generated:
+                        continue
+                    self._generated.add((name, spec.per_minute, r.k))
+                    self._log.append(LogEntry(
+                        seq=next(self._seq), method="POST", path=background.PATH, t_arrival=r.at,
+                        deployment=name, auth="background", stream=r.stream, status=r.status,
+                        request_id=wire.request_id(), apim_request_id=wire.apim_request_id(),
+                        t_first_byte=r.at + (r.ttft_s or r.total_s), t_last_byte=r.at + r.total_s,
+                        t_first_token=None if r.ttft_s is None else r.at + r.ttft_s,
+                        input_tokens=r.input_tokens, output_tokens=r.output_tokens, origin="background",
+                        cache_read_tokens=r.cache_read_tokens, cache_write_tokens=r.cache_write_tokens))
+                    added += 1
+            return added
+
+    # -- Azure's metrics API ----------------------------------------------------------------------
+    def take_throttle(self) -> bool:
+        """True when this metrics call is one of those to be throttled."""
+        with self._lock:
+            if self._throttle_left > 0:
+                self._throttle_left -= 1
+                return True
+            return False
+
+    def set_azure(self, **changes: Any) -> None:
+        with self._lock:
+            self.scenario = self.scenario.model_copy(
+                update={"azure": self.scenario.azure.model_copy(update=changes)})
+            if "throttle" in changes:
+                self._throttle_left = int(changes["throttle"])
 
     def clear_log(self) -> None:
         with self._lock:
@@ -199,10 +257,10 @@ class Emulator:
             self._tokens[token] = _Token(expires_at, audience)
         return token, int(expires_at)
 
-    def token_valid(self, token: str) -> bool:
+    def token_valid(self, token: str, audiences: Sequence[str] = AUDIENCES) -> bool:
         with self._lock:
             found = self._tokens.get(token)
-        return found is not None and found.audience in AUDIENCES and time.time() < found.expires_at
+        return found is not None and found.audience in audiences and time.time() < found.expires_at
 
     def expire_tokens(self) -> int:
         """Expire every issued token now (as if an hour had passed); returns how many."""

@@ -26,7 +26,7 @@ from monitor.logs import event
 from monitor.reports import charts
 from monitor.reports.build import period_for
 from monitor.reports.model import Report
-from monitor.reports.render import _ENV, num, p3, pct, signed, usd
+from monitor.reports.render import _ENV, AZURE_HEADER, azure_lines, azure_row, num, p3, pct, signed, usd
 from monitor.store.sqlite import Store
 
 from . import Email, Notifier, NotifyError
@@ -81,7 +81,10 @@ def compose(week: Report, month: Report, sender: str, to: tuple[str, ...]) -> Em
     }
     images = {cid: png(svg) for cid, svg in svgs.items()}
     rows = _rows(week, month)
-    html = _ENV.get_template("weekly.html.j2").render(week=week, month=month, rows=rows, cids=list(images))
+    azure = [azure_row(v) for v in week.azure_view or ()]
+    html = _ENV.get_template("weekly.html.j2").render(week=week, month=month, rows=rows, cids=list(images),
+                                                      azure_header=AZURE_HEADER, azure=azure,
+                                                      azure_lines=azure_lines(week))
     return Email(sender=sender, to=to, subject=subject(week), text=text(week, month, rows), html=html,
                  images=images)
 
@@ -142,6 +145,12 @@ def text(week: Report, month: Report, rows: list[dict[str, str]]) -> str:
                   f"{num(u.requests)} requests, {num(u.input_tokens)} input / {num(u.output_tokens)} output "
                   f"tokens, est. {usd(u.estimated_cost_usd)}") for u in week.real_usage]
         lines.append("")
+    if week.azure_view is not None:
+        lines.append("Azure's view (all traffic per deployment, last 7 days) beside the canaries:")
+        for cells in (azure_row(v) for v in week.azure_view):
+            lines.append(f"  {cells[0]}: " + "; ".join(f"{h} {c}" for h, c in zip(AZURE_HEADER[1:], cells[1:],
+                                                                                     strict=True)))
+        lines += [f"  {line}" for line in azure_lines(week)] + [""]
     lines += [f"Note: {n}" for n in week.notes]
     return "\n".join(lines) + "\n"
 

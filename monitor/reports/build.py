@@ -27,6 +27,7 @@ from monitor.canary.results import FailureKind
 from monitor.config import Config
 from monitor.store.rollup import HOUR_S, merge, percentile, percentiles
 
+from . import platform
 from .model import (
     Change,
     Day,
@@ -98,7 +99,8 @@ def build_report(source: ReportSource, cfg: Config, now: datetime, days: int | N
         start=_iso(period.start.timestamp(), tz), end=_iso(period.end.timestamp(), tz), days=days,
         slo_target_pct=cfg.reports.slo_target, overall=overall, deployments=deployments,
         incidents=incidents, real_usage=builder.real_usage(deployments),
-        notes=[*data.notes, *_notes(data, period)])
+        notes=[*data.notes, *_notes(data, period)],
+        azure_view=platform.views(cfg, period, data, deployments))
 
 
 def _keys(cfg: Config, *datas: SourceData) -> list[Key]:
@@ -116,7 +118,10 @@ def _notes(data: SourceData, period: Period) -> list[str]:
                  "partial: today so far."]
     else:
         notes = [f"Period: {period.days[0][0]} 00:00 to {last} 24:00, {period.timezone}."]
-    if data.usage is None:
+    if data.usage is None and data.platform is not None:
+        notes.append("Per-resource totals from Log Analytics AzureMetrics (the fallback for Azure's view) "
+                     "are not in this source (--source log-analytics).")
+    elif data.usage is None:
         notes.append("Real usage (all traffic, not only the canaries) is not in this source: it comes from "
                      "the Foundry resources' platform metrics in Log Analytics (--source log-analytics).")
     return notes

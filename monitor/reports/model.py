@@ -114,6 +114,51 @@ class RealUsage(_M):
     canary_share_pct: float | None  # the monitor's own share of the requests
 
 
+class AzureDay(_M):
+    """One local day of a deployment's real traffic, from the platform metrics."""
+
+    date: str
+    requests: float | None
+    throttled: float | None  # 429
+    client_errors: float | None  # other 4xx
+    server_errors: float | None  # 5xx
+    input_tokens: float | None
+    output_tokens: float | None
+
+
+class AzureView(_M):
+    """One deployment as Azure saw all its traffic (platform metrics), beside the canaries' view.
+
+    Every Azure figure is None when it could not be read (`note` says why); the canary figures come
+    from this report's own source."""
+
+    resource: str
+    deployment: str
+    source: str  # where the Azure figures came from
+    requests: float | None
+    throttled: float | None  # 429
+    client_errors: float | None  # other 4xx
+    server_errors: float | None  # 5xx
+    throttled_pct: float | None
+    client_errors_pct: float | None
+    server_errors_pct: float | None
+    input_tokens: float | None
+    output_tokens: float | None
+    cache_read_tokens: float | None
+    cache_write_tokens: float | None
+    estimated_cost_usd: float | None
+    availability_pct: float | None  # Azure's ModelAvailabilityRate, weighted by requests
+    ttft_ms: float | None  # Azure's NormalizedTimeToFirstToken, average
+    canary_availability_pct: float | None
+    canary_ttft_ms: Percentiles
+    canary_requests: int
+    canary_share_pct: float | None  # the canaries' share of all requests Azure counted
+    disagreement: str | None  # one sentence where the two views disagree, with what it usually means
+    note: str | None  # what could not be read
+    days: list[AzureDay]
+    last_day_hours: list[float | None] = []  # requests per hour of the last day ([]: not read hourly)
+
+
 class Report(_M):
     title: str
     source: str
@@ -129,3 +174,4 @@ class Report(_M):
     incidents: list[IncidentRow]
     real_usage: list[RealUsage] | None  # None: not available from this source
     notes: list[str]
+    azure_view: list[AzureView] | None = None  # None: no resource has an azure_resource_id

@@ -10,7 +10,7 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from . import FORMATS, charts
-from .model import DeploymentReport, Percentiles, Report
+from .model import AzureView, DeploymentReport, Percentiles, Report
 
 TEXT_INCIDENTS = 15  # the terminal shows the latest ones; every other format lists them all
 
@@ -74,6 +74,51 @@ def summary_rows(report: Report) -> list[list[str]]:
     return rows
 
 
+AZURE_HEADER = ["deployment", "real requests", "429", "other 4xx", "5xx", "tokens in/out/cache", "est. cost",
+                "availability (Azure · canary)", "TTFT (Azure avg · canary p50/p95)", "canary share",
+                "source"]
+
+
+def nodata(v: float | None, fmt: Callable[[float], str]) -> str:
+    return "no data" if v is None else fmt(v)
+
+
+def _count_pct(n: float | None, p: float | None) -> str:
+    return "no data" if n is None else f"{n:,.0f} ({pct(p)})" if p is not None else f"{n:,.0f}"
+
+
+def azure_row(v: AzureView) -> list[str]:
+    """One deployment's Azure view as table cells; every unread figure says `no data`."""
+    cache = None if v.cache_read_tokens is None and v.cache_write_tokens is None else \
+        (v.cache_read_tokens or 0.0) + (v.cache_write_tokens or 0.0)
+    tokens = "no data" if v.input_tokens is None and v.output_tokens is None else \
+        f"{nodata(v.input_tokens, num)}/{nodata(v.output_tokens, num)}/{nodata(cache, num)}"
+    ttft_azure = nodata(v.ttft_ms, lambda x: f"{x:.0f} ms")
+    canary_ttft = "no data" if v.canary_ttft_ms.p50 is None else \
+        f"{v.canary_ttft_ms.p50:.0f} / {ms(v.canary_ttft_ms.p95)}"
+    return [f"{v.resource}/{v.deployment}", nodata(v.requests, num), _count_pct(v.throttled, v.throttled_pct),
+            _count_pct(v.client_errors, v.client_errors_pct),
+            _count_pct(v.server_errors, v.server_errors_pct), tokens, nodata(v.estimated_cost_usd, usd),
+            f"{pct(v.availability_pct)} · {pct(v.canary_availability_pct)}", f"{ttft_azure} · {canary_ttft}",
+            pct(v.canary_share_pct), "Azure metrics" if v.requests is not None else "none"]
+
+
+def azure_lines(report: Report) -> list[str]:
+    """The sentences under the table: where figures came from, disagreements, what could not be read."""
+    if report.azure_view is None:
+        return []
+    out = [f"Azure figures: Azure Monitor platform metrics per deployment (ARM, Monitoring Reader); canary "
+           f"figures: this report's source ({report.source}). Log Analytics AzureMetrics (per resource only) "
+           "is the fallback under Real usage."]
+    out += [f"{v.resource}/{v.deployment}: {v.disagreement}" for v in report.azure_view if v.disagreement]
+    seen: set[str] = set()
+    for v in report.azure_view:
+        if v.note and v.note not in seen:
+            seen.add(v.note)
+            out.append(f"{v.resource}: {v.note}")
+    return out
+
+
 def _change(d: DeploymentReport) -> str:
     c = d.change
     parts = [signed(c.availability_pct, lambda v: f"{v:.3f} pt"),
@@ -120,6 +165,11 @@ def text(report: Report) -> str:
             out.append(f"  {i.resource}/{i.deployment} {i.state} from {i.started_at} to "
                        f"{i.ended_at or 'still open'} ({i.duration_s / 60:.0f} min, {i.kind or '-'})")
         out.append("")
+    if report.azure_view is not None:
+        out += ["Azure's view (all traffic per deployment) beside the canaries:"]
+        out += [_table([AZURE_HEADER, *(azure_row(v) for v in report.azure_view)])] \
+            if report.azure_view else ["  no deployments in Azure's metrics"]
+        out += [f"  {line}" for line in azure_lines(report)] + [""]
     out += _usage_lines(report) + [f"Note: {n}" for n in report.notes]
     return "\n".join(out) + "\n"
 
@@ -166,6 +216,11 @@ def markdown(report: Report) -> str:
         rows += [[f"{i.resource}/{i.deployment}", i.state, i.started_at, i.ended_at or "still open",
                   f"{i.duration_s / 60:.0f}", i.kind or "", i.request_id or ""] for i in report.incidents]
         out += ["## Incidents", "", _md_table(rows), ""]
+    if report.azure_view is not None:
+        out += ["## Azure's view", ""]
+        if report.azure_view:
+            out += [_md_table([AZURE_HEADER, *(azure_row(v) for v in report.azure_view)]), ""]
+        out += [f"- {line}" for line in azure_lines(report)] + [""]
     usage = _usage_lines(report)
     if usage:
         out += ["## Real usage", "", *[u.strip() and f"- {u.strip()}" for u in usage[1:]]]
@@ -178,7 +233,8 @@ def markdown(report: Report) -> str:
 
 CSV_COLUMNS = ("date", "resource", "deployment", "canaries", "ok", "availability_pct", "latency_p50_ms",
                "latency_p95_ms", "latency_p99_ms", "ttft_p50_ms", "ttft_p95_ms", "ttft_p99_ms",
-               "input_tokens", "output_tokens", "cost_usd", "partial")
+               "input_tokens", "output_tokens", "cost_usd", "partial", "azure_requests", "azure_429",
+               "azure_other_4xx", "azure_5xx", "azure_input_tokens", "azure_output_tokens")
 
 
 def csv_text(report: Report) -> str:
@@ -189,12 +245,17 @@ def csv_text(report: Report) -> str:
     w.writerow(CSV_COLUMNS)
     groups = [(d.resource, d.deployment, d.days) for d in report.deployments]
     groups.append(("*", "*", report.overall.days))
+    azure = {(v.resource, v.deployment, a.date): a for v in report.azure_view or () for a in v.days}
     for resource, deployment, days in groups:
         for day in days:
+            a = azure.get((resource, deployment, day.date))
+            real = ["", "", "", "", "", ""] if a is None else [
+                _blank(x) for x in (a.requests, a.throttled, a.client_errors, a.server_errors, a.input_tokens,
+                                    a.output_tokens)]
             w.writerow([day.date, resource, deployment, day.canaries, day.ok, _blank(day.availability_pct),
                         *(_blank(v) for v in (day.latency_ms.p50, day.latency_ms.p95, day.latency_ms.p99,
                                               day.ttft_ms.p50, day.ttft_ms.p95, day.ttft_ms.p99)),
-                        day.input_tokens, day.output_tokens, day.cost_usd, str(day.partial).lower()])
+                        day.input_tokens, day.output_tokens, day.cost_usd, str(day.partial).lower(), *real])
     return buf.getvalue()
 
 
@@ -231,6 +292,11 @@ def report_charts(report: Report) -> dict[str, str]:
 
 
 def html(report: Report) -> str:
+    azure = [AZURE_HEADER, *(azure_row(v) for v in report.azure_view or ())]
+    hours = [charts.sparkline(v.last_day_hours, floor=0.0, color=charts.PALETTE[1],
+                              label=f"{v.resource}/{v.deployment} real requests per hour, last day")
+             if v.last_day_hours else "" for v in report.azure_view or ()]
     return _ENV.get_template("report.html.j2").render(r=report, charts=report_charts(report),
                                                       rows=summary_rows(report), slo=slo,
-                                                      partial=partial_note(report))
+                                                      partial=partial_note(report), azure=azure,
+                                                      azure_lines=azure_lines(report), azure_hours=hours)

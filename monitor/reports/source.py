@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from monitor.azure.metrics import ResourceMetrics
+
 
 @dataclass(frozen=True, slots=True)
 class Period:
@@ -94,6 +96,7 @@ class SourceData:
     usage: list[UsageRow] | None  # None: this source cannot know real traffic
     notes: tuple[str, ...] = ()  # e.g. partial results
     seen_hours: dict[tuple[str, str], set[int]] | None = None  # None: the hours of `hours` rows with canaries
+    platform: dict[str, ResourceMetrics] | None = None  # Azure's view by config resource name; None: not read
 
 
 class ReportSource(Protocol):

@@ -17,6 +17,25 @@ NAMES = ("local", "log-analytics")
 def build_source(cfg: Config, name: str | None, open_store: Callable[[], Store]) -> ReportSource:
     """`name`, or by default Log Analytics when a workspace is set and the local store otherwise;
     ``open_store`` gives the local store (the daemon's own, or one opened for `report`)."""
+    return with_platform_metrics(cfg, _base_source(cfg, name, open_store))
+
+
+def with_platform_metrics(cfg: Config, source: ReportSource) -> ReportSource:
+    """``source`` plus Azure's own view (platform metrics per deployment) for every resource that names
+    its azure_resource_id, unless reports.metrics.enabled is false."""
+    resources = {r.name: r.azure_resource_id for r in cfg.resources if r.azure_resource_id}
+    if not resources or not cfg.reports.metrics.enabled:
+        return source
+    from monitor.azure.metrics import MetricsReader, credential_for
+
+    from .platform import PlatformSource
+
+    m = cfg.reports.metrics
+    reader = MetricsReader(credential_for(m.credential, m.client_id), endpoint=m.endpoint)
+    return PlatformSource(source, reader, resources)
+
+
+def _base_source(cfg: Config, name: str | None, open_store: Callable[[], Store]) -> ReportSource:
     from .local import LocalSource
     from .loganalytics import WORKSPACE_ENV, LogAnalyticsSource, credential_for
 

@@ -10,17 +10,22 @@ document: inline CSS and SVG, a few lines of inline script, nothing fetched.
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
+from monitor.config import Config
 from monitor.store.rollup import HOUR_S
 from monitor.store.sqlite import Store
 
 from . import charts, when
 from .history import BAR, EMPTY_COLOUR, KIND_COLOURS, UNKNOWN_COLOUR, Cell, last_results
-from .render import _ENV
+from .model import AzureView
+from .render import _ENV, AZURE_HEADER, azure_row
+
+AZURE_EVERY_S = 300.0  # the status page reads Azure's platform metrics at most this often
 
 REFRESH_S = 30
 HOURS = 24
@@ -68,7 +73,39 @@ def _row(d: Mapping[str, Any], cells: Sequence[Cell], day: tuple[int, int] | Non
     }
 
 
-def render_status(status: Mapping[str, Any], store: Store, now: datetime) -> str:
+class AzureToday:
+    """Azure's view of today (since local midnight) for the status page, read at most every 5 minutes
+    (the page refreshes every 30 s; ARM throttles per principal). Thread-safe: pages render in threads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._at: datetime | None = None
+        self._cfg: Config | None = None
+        self._views: list[AzureView] | None = None
+        self.note: str | None = None
+
+    def get(self, cfg: Config, store: Store, now: datetime) -> list[AzureView] | None:
+        if not cfg.reports.metrics.enabled or not any(r.azure_resource_id for r in cfg.resources):
+            return None
+        with self._lock:
+            fresh = self._at is not None and (now - self._at).total_seconds() < AZURE_EVERY_S
+            if fresh and self._cfg is cfg:
+                return self._views
+            from .build import build_report
+            from .sources import build_source
+
+            try:  # the reader turns Azure's refusals into notes; this is for what is left (e.g. the store)
+                report = build_report(build_source(cfg, "local", lambda: store), cfg, now + timedelta(days=1),
+                                      days=1)
+                self._views, self.note = report.azure_view, None
+            except Exception as exc:  # noqa: BLE001 - a status page shows the problem, it does not fail
+                self._views, self.note = [], f"Azure's view could not be built: {type(exc).__name__}: {exc}"
+            self._at, self._cfg = now, cfg
+            return self._views
+
+
+def render_status(status: Mapping[str, Any], store: Store, now: datetime,
+                  azure: list[AzureView] | None = None, azure_note: str | None = None) -> str:
     """The page for `status` (what /status returns), with history from `store`, times relative to `now`."""
     deployments = status["deployments"]
     history = last_results(store, [(d["resource"], d["deployment"]) for d in deployments])
@@ -79,7 +116,12 @@ def render_status(status: Mapping[str, Any], store: Store, now: datetime) -> str
     legend = [(k, c) for k, c in KIND_COLOURS.items() if k in seen]
     incidents = [{**i, "hint": split_hint(i.get("hint"))} for i in status.get("open_incidents", [])]
     healthy = sum(1 for d in deployments if d["state"] == "healthy")
+    notes = [f"{v.resource}/{v.deployment}: {v.disagreement}" for v in azure or () if v.disagreement]
+    notes += sorted({f"{v.resource}: {v.note}" for v in azure or () if v.note})
+    notes += [azure_note] if azure_note else []
     return _ENV.get_template("status.html.j2").render(
+        azure=None if azure is None else [AZURE_HEADER, *(azure_row(v) for v in azure)], azure_notes=notes,
+        azure_every_min=int(AZURE_EVERY_S // 60),
         status=status, rows=rows, incidents=incidents, healthy=healthy, total=len(deployments),
         refresh_s=REFRESH_S, bar=BAR, now=now, legend=legend, kind_colours=KIND_COLOURS,
         empty_colour=EMPTY_COLOUR, unknown_colour=UNKNOWN_COLOUR,
