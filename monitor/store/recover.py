@@ -7,6 +7,7 @@ they have nothing to keep running.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from datetime import datetime
@@ -56,12 +57,36 @@ def move_aside(path: Path, at: datetime) -> Path:
     return target
 
 
+def _hold(path: Path) -> dict[str, Path]:
+    """Hard links to the -wal and -shm: SQLite deletes them when it closes a store it failed to open, and
+    the WAL may hold the last commits. (Where links are not supported they are simply not kept.)"""
+    held: dict[str, Path] = {}
+    for suffix in SIDE_FILES[1:]:
+        link = path.with_name(f".{path.name}{suffix}.held-{os.getpid()}")
+        with contextlib.suppress(OSError):
+            link.unlink(missing_ok=True)
+            os.link(f"{path}{suffix}", link)
+            held[suffix] = link
+    return held
+
+
 def open_or_recover(path: str | Path, at: datetime, timezone: str = "UTC") -> tuple[Store, Recovery | None]:
     """Open the store; when its file is damaged, move it aside (`at` names it) and open a fresh one."""
     p = Path(path)
+    held = _hold(p)
     try:
-        return Store.open(p, timezone=timezone), None
-    except StoreDamaged as exc:
-        error = str(exc)
-    moved = move_aside(p, at)
-    return Store.open(p, timezone=timezone), Recovery(str(moved), error)
+        try:
+            return Store.open(p, timezone=timezone), None
+        except StoreDamaged as exc:
+            error = str(exc)
+        moved = move_aside(p, at)
+        for suffix, link in held.items():
+            target = Path(f"{moved}{suffix}")
+            if not target.exists():  # SQLite deleted it: the link still has its content
+                with contextlib.suppress(OSError):
+                    os.replace(link, target)
+        return Store.open(p, timezone=timezone), Recovery(str(moved), error)
+    finally:
+        for link in held.values():
+            with contextlib.suppress(OSError):
+                link.unlink(missing_ok=True)
