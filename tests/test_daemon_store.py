@@ -3,6 +3,7 @@ goes on, /status says what happened, and the events reach telemetry as custom ev
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from datetime import UTC, datetime
@@ -108,4 +109,33 @@ async def test_a_recovered_store_and_a_lease_taken_over_reach_telemetry_as_custo
         events = {base_data(e)["name"]: base_data(e)["properties"] for e in cap.of_type("EventData")}
     assert events["foundry_monitor.store_recovered"]["foundry_monitor.moved_to"] == recovery.damaged  # type: ignore[union-attr]
     assert events["foundry_monitor.lease_taken_over"]["foundry_monitor.holder_host"] == "crashed-host"
+    store.close()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@pytest.mark.timeout(60)
+async def test_a_daemon_whose_lease_was_taken_while_it_stalled_stops_with_exit_2(tmp_path: Path) -> None:
+    with EmulatorServer(scenario=scenario(["one"])) as emu:
+        cfg, opts = load(tmp_path, config_text(emu.base_url, emu.api_key, ["one"], tmp_path / "data"))
+        store = Store.open(tmp_path / "data" / "results.sqlite3")
+        clock = Clock()
+        lease = Lease(store, [("emu", "one")], now=clock, host="stalled-host")
+        lease.acquire()
+        daemon = Daemon(cfg, store, opts, lease=lease)
+        task = asyncio.create_task(daemon.run(install_signals=False))
+        await until(lambda: daemon.ready() or task.done(), timeout=15)
+        await daemon._heartbeat()  # renewed: nothing happens
+        assert not task.done() and lease.held
+        clock.t += 60  # the daemon stalled past its expiry; another took over
+        Lease(store, [("emu", "one")], now=clock, host="other-host").acquire()
+        await daemon._heartbeat()
+        assert await asyncio.wait_for(task, 20) == 2
+        assert [h.host for h in lease.holders()] == ["other-host"]  # not released: it is not ours
     store.close()

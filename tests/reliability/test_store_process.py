@@ -183,7 +183,12 @@ def test_a_second_daemon_on_the_same_data_dir_refuses_with_one_line_naming_the_f
             assert f"pid {first.proc.pid} on host " in lines[0]
             assert "--shard I/N (same N) or distinct --location" in lines[0]
             assert first.proc.poll() is None and first.status().get("ready") is True
+            # the holder renews its heartbeat while it runs (every 5 s)
+            store = tmp_path / "data" / "results.sqlite3"
+            beat = scalar(store, "SELECT heartbeat_at FROM leases")
+            wait_for(lambda: scalar(store, "SELECT heartbeat_at FROM leases") > beat, 15)
             assert first.stop() == 0
+        assert scalar(store, "SELECT count(*) FROM leases") == 0
         # released on a clean stop: the next start needs no wait
         with running(cfg) as again:
             wait_for(lambda: again.status().get("ready") is True, 30)
