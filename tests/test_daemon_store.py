@@ -139,3 +139,18 @@ async def test_a_daemon_whose_lease_was_taken_while_it_stalled_stops_with_exit_2
         assert await asyncio.wait_for(task, 20) == 2
         assert [h.host for h in lease.holders()] == ["other-host"]  # not released: it is not ours
     store.close()
+
+
+async def test_replicas_sharing_a_store_each_keep_their_own_health_snapshot(tmp_path: Path) -> None:
+    names = [f"dep-{i}" for i in range(6)]
+    cfg, _ = load(tmp_path, config_text("http://127.0.0.1:9/anthropic/", "k", names, tmp_path / "data"))
+    store = Store.open(tmp_path / "data" / "results.sqlite3")
+    daemons = [Daemon(cfg, store, Options(config_path="", shard=(i, 2))) for i in range(2)]
+    daemons.append(Daemon(cfg, store, Options(config_path="", location="eastus")))
+    daemons.append(Daemon(cfg, store, Options(config_path="")))
+    for d in daemons:
+        await d._save_snapshot()
+        await d.fleet.aclose()
+    names_kept = [r[0] for r in store.query("SELECT name FROM state WHERE name LIKE 'health%' ORDER BY name")]
+    assert names_kept == ["health", "health:0/2:", "health:1/2:", "health::eastus"]
+    store.close()

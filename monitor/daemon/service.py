@@ -114,7 +114,9 @@ class Daemon:
         self.recovery = recovery  # the damaged store moved aside at start, if any
         self.exit_code = 0
         self._store_failing: set[str] = set()  # store writes (other than results) failing right now
-        self.health = HealthTracker.restore(store.get_state(self._snapshot_name()) or {})
+        # its own snapshot (per shard and location); until it has one, the one replicas used to share
+        snapshot = store.get_state(self._snapshot_name()) or store.get_state("health")
+        self.health = HealthTracker.restore(snapshot or {})
         self.health.reconcile(_stored_incidents(store))
         self.fleet = build_fleet(cfg, shard=opts.shard, max_concurrency=opts.max_concurrency)
         self.scheduler = CanaryScheduler(self.fleet, self, max_concurrency=opts.max_concurrency,
@@ -291,6 +293,7 @@ class Daemon:
         self.port = bound_port(server)
         self._warn_exposure()
         self._announce_store()
+        self._announce_takeover()
         self.writer.start()
         self._expect_all()
         self._tell_telemetry()
@@ -314,6 +317,8 @@ class Daemon:
             event(log, logging.ERROR, "the store was damaged: it is kept aside and a fresh one is in use; "
                   "results before this start are in the kept file", store=self.store.path,
                   **self.recovery.fields())
+
+    def _announce_takeover(self) -> None:
         for holder, why in self.lease.taken_over if self.lease is not None else []:
             event(log, logging.WARNING, f"took over the store's lease from a daemon that is gone ({why})",
                   event="lease_taken_over", holder_pid=holder.pid, holder_host=holder.host,
@@ -331,7 +336,7 @@ class Daemon:
                 self._store_ok("lease")
                 return
             await asyncio.to_thread(lease.acquire)
-            self._announce_store()
+            self._announce_takeover()
         except LeaseHeld as exc:
             event(log, logging.ERROR, "the store's lease was taken over by another daemon while this one "
                   "stalled; stopping so that canaries are not doubled", event="lease_lost", error=str(exc))
