@@ -262,6 +262,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from monitor.canary.fleet import in_shard
     from monitor.daemon.service import Daemon, Options
+    from monitor.errors import StoreError
     from monitor.store.lease import Lease
     from monitor.store.recover import open_or_recover
 
@@ -277,7 +278,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     lease = Lease(store, [(r.name, d.name) for r, d, _ in cfg.targets() if in_shard(r.name, d.name, shard)],
                   shard=shard, location=location)
     try:
-        lease.acquire()  # LeaseHeld: another live daemon probes these deployments with this store
+        try:
+            lease.acquire()  # LeaseHeld: another live daemon probes these deployments with this store
+        except StoreError as exc:  # a store that cannot be written: the daemon runs, and tries again
+            lease.error = str(exc)
         tel = telemetry.build(cfg, data_dir(cfg), instance_id=store.instance_id(), location=location,
                               debug=args.telemetry_debug)
         tel.capture_logs(logging.getLogger(logs.LOGGER))

@@ -154,3 +154,34 @@ async def test_replicas_sharing_a_store_each_keep_their_own_health_snapshot(tmp_
     names_kept = [r[0] for r in store.query("SELECT name FROM state WHERE name LIKE 'health%' ORDER BY name")]
     assert names_kept == ["health", "health:0/2:", "health:1/2:", "health::eastus"]
     store.close()
+
+
+class NoTransactions(Store):
+    """A store whose write transactions fail while `broken` is set (the lease's only way in)."""
+
+    broken = True
+
+    def transaction(self) -> Any:
+        if self.broken:
+            raise StoreError(f"cannot write to the store at {self.path}: database or disk is full")
+        return super().transaction()
+
+
+@pytest.mark.timeout(60)
+async def test_a_lease_that_could_not_be_taken_at_start_does_not_stop_the_daemon_and_is_taken_later(
+        tmp_path: Path) -> None:
+    with EmulatorServer(scenario=scenario(["one"])) as emu:
+        cfg, opts = load(tmp_path, config_text(emu.base_url, emu.api_key, ["one"], tmp_path / "data"))
+        store = NoTransactions.open(tmp_path / "data" / "results.sqlite3")
+        lease = Lease(store, [("emu", "one")])
+        with pytest.raises(StoreError) as caught:
+            lease.acquire()
+        lease.error = str(caught.value)  # as `run` does
+        daemon = Daemon(cfg, store, opts, lease=lease)
+        async with started(daemon):
+            assert "lease" in daemon.status()["store"]["failing"]
+            store.broken = False
+            await daemon._heartbeat()
+            assert lease.held and "lease" not in daemon.status()["store"]["failing"]
+        assert not lease.held
+    store.close()

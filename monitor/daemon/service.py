@@ -319,6 +319,8 @@ class Daemon:
                   **self.recovery.fields())
 
     def _announce_takeover(self) -> None:
+        if self.lease is not None and self.lease.error is not None:  # tried again at every heartbeat
+            self._store_failed("lease", StoreError(self.lease.error))
         for holder, why in self.lease.taken_over if self.lease is not None else []:
             event(log, logging.WARNING, f"took over the store's lease from a daemon that is gone ({why})",
                   event="lease_taken_over", holder_pid=holder.pid, holder_host=holder.host,
@@ -336,6 +338,7 @@ class Daemon:
                 self._store_ok("lease")
                 return
             await asyncio.to_thread(lease.acquire)
+            self._store_ok("lease")
             self._announce_takeover()
         except LeaseHeld as exc:
             event(log, logging.ERROR, "the store's lease was taken over by another daemon while this one "

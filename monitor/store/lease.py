@@ -7,7 +7,8 @@ row of another daemon with the same location and an overlapping fleet is a refus
 that split the work do not overlap: distinct shards of one count (`--shard 0/3`, `--shard 1/3`, ...)
 probe disjoint deployments, and distinct `--location`s probe the same ones on purpose. A row whose
 heartbeat expired (the holder crashed) is taken over, and so is one left by a process on this host that
-no longer exists (same host and PID namespace: its pid is gone, or it is our own pid).
+no longer exists (same host and PID namespace: its pid is gone, or it is our own pid). Expiry compares
+wall clocks: hosts sharing a store need clocks within a few seconds of each other (NTP).
 """
 
 from __future__ import annotations
@@ -107,6 +108,7 @@ class Lease:
         self.now = now
         self.held = False
         self.taken_over: list[tuple[Holder, str]] = []  # stale leases the last acquire() took over, and why
+        self.error: str | None = None  # why it could not be taken at start (the store was not writable)
 
     def _gone(self, h: Holder, at: float) -> str | None:
         """Why `h` is no longer a live daemon (None: it is live)."""
@@ -143,7 +145,7 @@ class Lease:
                           fingerprint(self.deployments), json.dumps(sorted(self.deployments)), at, at,
                           at + self.ttl_s))
         self.held = True
-        self.taken_over = taken
+        self.taken_over, self.error = taken, None
         return taken
 
     def _refusal(self, h: Holder, at: float) -> str:
@@ -157,6 +159,8 @@ class Lease:
         (taken over while this daemon did not renew it): the caller acquires it again."""
         if deployments is not None:
             self.deployments = frozenset(deployments)
+        if not self.held:  # never taken (the store could not be written at start) or lost
+            return False
         at = self.now()
         with self.store.transaction() as conn:
             cur = conn.execute("UPDATE leases SET heartbeat_at = ?, expires_at = ?, fingerprint = ?, "
