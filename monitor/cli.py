@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -267,8 +268,13 @@ def format_results(results: Sequence[CanaryResult]) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from monitor.canary.fleet import in_shard
     from monitor.daemon.service import Daemon, Options
-    from monitor.store.sqlite import Store
+    from monitor.errors import StoreError
+    from monitor.store.lease import Lease
+    from monitor.store.recover import open_or_recover
 
     from . import logs, telemetry
     from .app import check_shard, data_dir, parse_shard, store_path
@@ -278,15 +284,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     check_shard(cfg, shard)
     logs.setup(args.log_level or cfg.log_level, args.log_format)
     location = args.location or cfg.telemetry.location or ""
-    store = Store.open(store_path(cfg), timezone=cfg.reports.timezone)
+    # a damaged store is moved aside and a fresh one started (logged once the daemon runs)
+    store, recovery = open_or_recover(store_path(cfg), datetime.now(UTC), timezone=cfg.reports.timezone)
+    lease = Lease(store, [(r.name, d.name) for r, d, _ in cfg.targets() if in_shard(r.name, d.name, shard)],
+                  shard=shard, location=location)
     try:
+        try:
+            lease.acquire()  # LeaseHeld: another live daemon probes these deployments with this store
+        except StoreError as exc:  # a store that cannot be written: the daemon runs, and tries again
+            lease.error = str(exc)
         tel = telemetry.build(cfg, data_dir(cfg), instance_id=store.instance_id(), location=location,
                               debug=args.telemetry_debug)
         tel.capture_logs(logging.getLogger(logs.LOGGER))
         opts = Options(config_path=args.config or config_mod.default_path(), shard=shard, location=location,
                        host=args.host, port=args.port, max_concurrency=args.max_concurrency)
-        return asyncio.run(Daemon(cfg, store, opts, telemetry=tel).run())
+        return asyncio.run(Daemon(cfg, store, opts, telemetry=tel, lease=lease, recovery=recovery).run())
     finally:
+        if lease.held:  # the daemon releases it on a clean stop; this is for an early exit
+            with contextlib.suppress(MonitorError):
+                lease.release()
         store.close()
 
 

@@ -5,6 +5,8 @@ All of them derive from one base, so the CLI can turn any of them into a single 
     MonitorError                 anything the user can act on; never carries a secret
     ├── ConfigError              checks.yaml is wrong: carries file, line and key path
     ├── StoreError               the embedded store cannot be opened, written or migrated
+    │   └── StoreDamaged         its file is not a database or is malformed (the daemon moves it aside)
+    ├── LeaseHeld                another live daemon already probes these deployments with this store
     └── NotifyError              a notification could not be sent (``permanent`` says whether to retry)
 
 Everything else escaping to the CLI is a bug and is reported as such.
@@ -46,6 +48,14 @@ class ConfigProblem:
 
 class StoreError(MonitorError):
     """The store could not be opened, migrated or written."""
+
+
+class StoreDamaged(StoreError):
+    """The store's file is damaged (not a database, or malformed): no retry will open it."""
+
+
+class LeaseHeld(MonitorError):
+    """Another live daemon holds the store's lease for an overlapping fleet (same location, same shard)."""
 
 
 class NotifyError(MonitorError):

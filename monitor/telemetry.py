@@ -337,6 +337,10 @@ _SEVERITY = {logging.DEBUG: SeverityNumber.DEBUG, logging.INFO: SeverityNumber.I
              logging.WARNING: SeverityNumber.WARN, logging.ERROR: SeverityNumber.ERROR,
              logging.CRITICAL: SeverityNumber.FATAL}
 _EXPORTED_ELSEWHERE = frozenset({"canary", "state_change"})
+# the daemon's own events an operator alerts on: sent as custom events (-> AppEvents) named
+# foundry_monitor.<event>, with the log line's fields
+CUSTOM_EVENTS = frozenset({"store_recovered", "store_unwritable", "results_dropped", "store_writable",
+                           "results_lost", "lease_taken_over", "lease_lost"})
 
 
 class _LogBridge(logging.Handler):
@@ -353,6 +357,8 @@ class _LogBridge(logging.Handler):
         attrs = {f"foundry_monitor.{k}": v if isinstance(v, bool | int | float) else str(v)
                  for k, v in fields.items() if v is not None}
         attrs["foundry_monitor.logger"] = record.name
+        if fields.get("event") in CUSTOM_EVENTS:
+            attrs["microsoft.custom_event.name"] = f"foundry_monitor.{fields['event']}"
         try:
             self.telemetry.logger.emit(timestamp=int(record.created * 1e9), body=record.getMessage(),
                                        severity_number=_SEVERITY.get(record.levelno, SeverityNumber.WARN),

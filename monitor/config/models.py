@@ -171,6 +171,7 @@ class Store(_Model):
     path: str | None = None
     raw_retention: Duration = 35 * 86400.0
     rollup_retention: Duration = 400 * 86400.0
+    max_pending: int = Field(default=20_000, ge=1)  # results kept in memory while the store is unwritable
 
 
 class Server(_Model):

@@ -12,6 +12,7 @@ import gc
 import logging
 import random
 import signal
+import sqlite3
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -22,8 +23,10 @@ from monitor import config as config_mod
 from monitor.canary.fleet import Fleet, build_fleet
 from monitor.canary.pricing import cost_usd
 from monitor.canary.results import CanaryResult, FailureKind
-from monitor.errors import ConfigError, MonitorError
+from monitor.errors import ConfigError, LeaseHeld, MonitorError, StoreError
 from monitor.logs import canary_fields, event
+from monitor.store.lease import HEARTBEAT_S, Lease
+from monitor.store.recover import Recovery
 from monitor.store.sqlite import Store, result_row
 
 from . import views
@@ -100,13 +103,20 @@ class Options:
 
 class Daemon:
     def __init__(self, cfg: config_mod.Config, store: Store, opts: Options,
-                 telemetry: Telemetry | None = None) -> None:
+                 telemetry: Telemetry | None = None, lease: Lease | None = None,
+                 recovery: Recovery | None = None) -> None:
         self.cfg = cfg
         self.opts = opts
         self.store = store
         self.telemetry: Telemetry = telemetry or NullTelemetry()
-        self.writer = ResultWriter(store)
-        self.health = HealthTracker.restore(store.get_state("health") or {})
+        self.writer = ResultWriter(store, max_pending=cfg.store.max_pending)
+        self.lease = lease  # held on the store while running (released at stop); None: not checked
+        self.recovery = recovery  # the damaged store moved aside at start, if any
+        self.exit_code = 0
+        self._store_failing: set[str] = set()  # store writes (other than results) failing right now
+        # its own snapshot (per shard and location); until it has one, the one replicas used to share
+        snapshot = store.get_state(self._snapshot_name()) or store.get_state("health")
+        self.health = HealthTracker.restore(snapshot or {})
         self.health.reconcile(_stored_incidents(store))
         self.fleet = build_fleet(cfg, shard=opts.shard, max_concurrency=opts.max_concurrency)
         self.scheduler = CanaryScheduler(self.fleet, self, max_concurrency=opts.max_concurrency,
@@ -166,20 +176,57 @@ class Daemon:
         self._log_transition(t)
         if change.opened is not None:
             i = change.opened
-            self.store.open_incident(i.key[0], i.key[1], i.state.value, i.started_at, i.kind.value, i.hint,
-                                     i.request_id, i.apim_request_id)
+            self._persist("incident", self.store.open_incident, i.key[0], i.key[1], i.state.value,
+                          i.started_at, i.kind.value, i.hint, i.request_id, i.apim_request_id)
         if change.closed is not None and change.closed.ended_at is not None:
             i = change.closed
-            self.store.close_incident(i.key[0], i.key[1], i.state.value, i.ended_at)  # type: ignore[arg-type]
+            self._persist("incident", self.store.close_incident, i.key[0], i.key[1], i.state.value,
+                          i.ended_at)
         self._dirty = True
 
     def _log_transition(self, t: Transition) -> None:
         level = logging.WARNING if t.new.value in ("down", "throttled") else logging.INFO
         event(log, level, f"{t.key[1]}: {t.previous.value} -> {t.new.value}", **t.log_fields())
-        self.store.add_transition(t.key[0], t.key[1], t.at, t.previous.value, t.new.value,
-                                  t.kind.value if t.kind else None, t.hint, t.request_id, t.apim_request_id,
-                                  t.reason)
+        self._persist("transition", self.store.add_transition, t.key[0], t.key[1], t.at, t.previous.value,
+                      t.new.value, t.kind.value if t.kind else None, t.hint, t.request_id, t.apim_request_id,
+                      t.reason)
         self.telemetry.transition(t)
+
+    def _persist(self, what: str, write: Callable[..., Any], *args: Any) -> bool:
+        """A store write other than results: when the store refuses it, the daemon goes on (the state
+        stays in memory) and says so once, and once more when such writes land again."""
+        try:
+            write(*args)
+        except (StoreError, sqlite3.Error) as exc:
+            self._store_failed(what, exc)
+            return False
+        self._store_ok(what)
+        return True
+
+    def _store_failed(self, what: str, exc: Exception) -> None:
+        if what not in self._store_failing:
+            self._store_failing.add(what)
+            event(log, logging.ERROR, f"the store cannot be written ({what}); the daemon goes on",
+                  event="store_write_failed", what=what, error=str(exc), store=self.store.path)
+
+    def _store_ok(self, what: str) -> None:
+        if what in self._store_failing:
+            self._store_failing.discard(what)
+            event(log, logging.WARNING, f"the store is written again ({what})", event="store_write_ok",
+                  what=what, store=self.store.path)
+
+    def _snapshot_name(self) -> str:
+        """The health snapshot's state key: its own per shard and location, as replicas may share a store."""
+        shard = f"{self.opts.shard[0]}/{self.opts.shard[1]}" if self.opts.shard else ""
+        return "health" if not shard and not self.opts.location else f"health:{shard}:{self.opts.location}"
+
+    def store_status(self) -> dict[str, Any]:
+        """The store for /status: whether results are written, how many wait or were dropped."""
+        out: dict[str, Any] = {"path": self.store.path, **self.writer.status(),
+                               "failing": sorted(self._store_failing)}
+        if self.recovery is not None:
+            out["recovered_from_damage"] = {"moved_to": self.recovery.damaged, "error": self.recovery.error}
+        return out
 
     # --- StatusSource ----------------------------------------------------------------------------
 
@@ -205,6 +252,7 @@ class Daemon:
                             for t in self.fleet.targets],
             "open_incidents": [views.incident(i) for i in self.health.open_incidents()],
             "reloads": {**self.reloads, "last_ok": self.last_reload_ok, "last_error": self.last_reload_error},
+            "store": self.store_status(),
         }
 
     def page(self) -> str:
@@ -249,6 +297,8 @@ class Daemon:
                                "or not allowed); set server.port or --port")
         self.port = bound_port(server)
         self._warn_exposure()
+        self._announce_store()
+        self._announce_takeover()
         self.writer.start()
         self._expect_all()
         self._tell_telemetry()
@@ -264,7 +314,44 @@ class Daemon:
         finally:
             await self._shutdown(server, serve)
             sys.setswitchinterval(switch_interval)
-        return 0
+        return self.exit_code
+
+    def _announce_store(self) -> None:
+        """Log (and so export) what start-up did to the store: a damaged one moved aside, a stale lease."""
+        if self.recovery is not None:
+            event(log, logging.ERROR, "the store was damaged: it is kept aside and a fresh one is in use; "
+                  "results before this start are in the kept file", store=self.store.path,
+                  **self.recovery.fields())
+
+    def _announce_takeover(self) -> None:
+        if self.lease is not None and self.lease.error is not None:  # tried again at every heartbeat
+            self._store_failed("lease", StoreError(self.lease.error))
+        for holder, why in self.lease.taken_over if self.lease is not None else []:
+            event(log, logging.WARNING, f"took over the store's lease from a daemon that is gone ({why})",
+                  event="lease_taken_over", holder_pid=holder.pid, holder_host=holder.host,
+                  holder_shard=holder.shard or None, store=self.store.path)
+
+    async def _heartbeat(self) -> None:
+        """Renew the lease; if it was taken over meanwhile (this daemon stalled past its expiry), take it
+        again, or stop when another daemon now probes these deployments."""
+        lease = self.lease
+        if lease is None:
+            return
+        keys = list(self.fleet.by_key)
+        try:
+            if await asyncio.to_thread(lease.renew, keys):
+                self._store_ok("lease")
+                return
+            await asyncio.to_thread(lease.acquire)
+            self._store_ok("lease")
+            self._announce_takeover()
+        except LeaseHeld as exc:
+            event(log, logging.ERROR, "the store's lease was taken over by another daemon while this one "
+                  "stalled; stopping so that canaries are not doubled", event="lease_lost", error=str(exc))
+            self.exit_code = 2
+            self.request_stop()
+        except StoreError as exc:
+            self._store_failed("lease", exc)
 
     def _weekly_job(self) -> WeeklyJob | None:
         """The weekly email, when enabled; only an unsharded daemon or shard 0 sends it."""
@@ -283,7 +370,11 @@ class Daemon:
     async def _loop(self) -> None:
         last_snapshot = last_prune = last_weekly = 0.0
         clock = asyncio.get_running_loop().time
+        last_heartbeat = clock()
         while not self._stop.is_set():
+            if clock() - last_heartbeat >= HEARTBEAT_S:
+                last_heartbeat = clock()
+                await self._heartbeat()
             if clock() - last_prune >= PRUNE_EVERY_S or last_prune == 0.0:
                 last_prune = clock()
                 await self._prune()
@@ -326,7 +417,13 @@ class Daemon:
     async def _save_snapshot(self) -> None:
         self._dirty = False
         snap = self.health.snapshot()
-        await asyncio.to_thread(self.store.put_state, "health", snap, self.opts.now())
+        try:
+            await asyncio.to_thread(self.store.put_state, self._snapshot_name(), snap, self.opts.now())
+        except (StoreError, sqlite3.Error) as exc:
+            self._dirty = True  # tried again at the next snapshot
+            self._store_failed("health snapshot", exc)
+        else:
+            self._store_ok("health snapshot")
 
     async def _shutdown(self, server: Any, serve: asyncio.Task[None]) -> None:
         """Everything within STOP_BUDGET_S: canaries in flight get up to CANARY_GRACE_S, the store and
@@ -355,8 +452,11 @@ class Daemon:
         server.should_exit = True
         with contextlib.suppress(Exception):
             await asyncio.wait_for(serve, left(3.0))
+        if self.lease is not None and self.lease.held:
+            with contextlib.suppress(StoreError):  # not released: it expires on its own
+                await asyncio.to_thread(self.lease.release)
         event(log, logging.INFO, "stopped", event="stopped", results_written=self.writer.written,
-              results_lost=self.writer.lost)
+              results_lost=self.writer.lost, results_dropped=self.writer.dropped or None)
 
     async def reload(self) -> bool:
         try:
@@ -375,7 +475,8 @@ class Daemon:
             if key not in fleet.by_key:
                 closed = self.health.forget(key, self.opts.now())
                 if closed is not None and closed.ended_at is not None:
-                    self.store.close_incident(key[0], key[1], closed.state.value, closed.ended_at)
+                    self._persist("incident", self.store.close_incident, key[0], key[1], closed.state.value,
+                                  closed.ended_at)
         self._expect_all()
         self._tell_telemetry()
         self.telemetry.reloaded(True)

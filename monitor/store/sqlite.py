@@ -7,19 +7,20 @@ migrations applied in order (PRAGMA user_version).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from monitor.canary.results import CanaryResult
-from monitor.errors import StoreError
+from monitor.errors import StoreDamaged, StoreError
 
 from . import rollup
 
@@ -128,6 +129,12 @@ def _use_wal(conn: sqlite3.Connection, wait_s: float) -> None:
         delay = min(delay * 2, 0.1)
 
 
+def damaged(exc: sqlite3.Error) -> bool:
+    """The error says the file itself is broken (not a database, malformed), not that it is busy or full."""
+    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+    return code in (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT)
+
+
 def _statements(script: str) -> list[str]:
     """A migration script split into single statements (a `;` inside a literal or trigger stays put)."""
     *parts, tail = script.split(";")
@@ -168,6 +175,8 @@ class Store:
             return store
         except BaseException as exc:
             conn.close()
+            if isinstance(exc, sqlite3.Error) and damaged(exc):
+                raise StoreDamaged(f"the store at {p} is damaged: {exc}") from None
             if isinstance(exc, sqlite3.Error):
                 raise StoreError(f"cannot open the store at {p}: {exc}") from None
             raise
@@ -204,6 +213,22 @@ class Store:
                              f"foundry-monitor knows ({len(MIGRATIONS)}); upgrade foundry-monitor")
         return version
 
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """The connection inside one write transaction (BEGIN IMMEDIATE: the write lock is taken first,
+        so a read-then-write in it sees what no other process can change before the commit)."""
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                yield self._conn
+                self._conn.execute("COMMIT")
+            except BaseException as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    self._conn.execute("ROLLBACK") if self._conn.in_transaction else None
+                if isinstance(exc, sqlite3.Error):
+                    raise StoreError(f"cannot write to the store at {self.path}: {exc}") from None
+                raise
+
     def save_results(self, rows: Sequence[tuple[Any, ...]]) -> None:
         """Store results and fold them into the hourly rollups, in one transaction."""
         if not rows:
@@ -217,7 +242,8 @@ class Store:
                 self._add_day_hists(hours)
                 self._conn.execute("COMMIT")
             except sqlite3.Error as exc:
-                self._conn.execute("ROLLBACK") if self._conn.in_transaction else None
+                with contextlib.suppress(sqlite3.Error):  # a failing disk may fail the rollback too
+                    self._conn.execute("ROLLBACK") if self._conn.in_transaction else None
                 raise StoreError(f"cannot write results to {self.path}: {exc}") from None
 
     def _add_rollups(self, hours: dict[rollup.Key, rollup.Hour]) -> None:
