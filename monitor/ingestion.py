@@ -58,9 +58,9 @@ class Estimate:
         return self.gb_per_day * MONTH_DAYS
 
 
-def estimate(cfg: Config, *, exporting: bool = True) -> Estimate:
-    """The daily ingestion and monthly token cost of `cfg` with every canary ok (failures add
-    `failure_bytes` each and their re-checks). `exporting=False`: no Azure Monitor export, 0 bytes."""
+def estimate(cfg: Config) -> Estimate:
+    """The daily Azure Monitor ingestion and monthly token cost of `cfg` with every canary ok (failures
+    add `failure_bytes` each, and their re-checks), as if a connection string were set."""
     azure = cfg.telemetry.azure
     canaries = 0.0
     usd = 0.0
@@ -88,8 +88,6 @@ def estimate(cfg: Config, *, exporting: bool = True) -> Estimate:
     metric_bytes = (series * ENVELOPE_BYTES["metrics"] + DAEMON_SERIES * ENVELOPE_BYTES["daemon metrics"]
                     if azure.metrics != "none" else 0.0) * exports_per_day
     failure = ENVELOPE_BYTES["span"] if azure.spans != "none" else 0
-    if not exporting:
-        per_canary, metric_bytes, failure = 0.0, 0.0, 0
     return Estimate(canaries, per_canary, metric_bytes, failure, usd, tuple(unpriced))
 
 
@@ -102,19 +100,22 @@ def _budget(res_budget: Budget | None, dep_budget: Budget | None, deployments: i
     return None
 
 
+def _size(n: float) -> str:
+    return f"{n / GB:,.2f} GB" if n >= GB / 10 else f"{n / 1e6:,.1f} MB"
+
+
 def describe(est: Estimate, *, exporting: bool) -> list[str]:
-    """The lines `validate` prints."""
+    """The lines `validate` prints; `exporting`: a connection string is set."""
     lines = [f"canaries: {est.canaries_per_day:,.0f} a day; estimated token cost "
              f"${est.tokens_usd_per_month:,.2f} a month (list prices)"]
     if est.unpriced:
         shown = ", ".join(est.unpriced[:3]) + (" ..." if len(est.unpriced) > 3 else "")
         lines[0] += f"; no price for {len(est.unpriced)} deployment(s): {shown}"
+    lines.append(f"Azure Monitor ingestion (estimated): {_size(est.bytes_per_day)} a day, "
+                 f"{_size(est.bytes_per_day * MONTH_DAYS)} a month ({est.bytes_per_canary:,.0f} bytes per "
+                 f"canary, metrics {_size(est.metric_bytes_per_day)} a day)")
     if not exporting:
-        lines.append("Azure Monitor: no connection string, nothing is sent (Prometheus only)")
-        return lines
-    lines.append(f"Azure Monitor ingestion (estimated): {est.gb_per_day:.2f} GB a day, "
-                 f"{est.gb_per_month:.1f} GB a month ({est.bytes_per_canary:,.0f} bytes per canary, metrics "
-                 f"{est.metric_bytes_per_day / 1e6:,.1f} MB a day)")
+        lines[-1] += "; nothing is sent now: no connection string (Prometheus only)"
     if est.failure_bytes:
         lines.append(f"  each failed or slow canary adds {est.failure_bytes:,} bytes (its span); "
                      "see README \"Telemetry\" for what each option costs")
