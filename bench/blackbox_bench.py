@@ -146,10 +146,13 @@ def monitor_config(n: int, base_url: str, key: str, data_dir: Path, port: int, c
             f"    deployments:\n{deps}\n")
 
 
-def canaries(metrics_url: str) -> float:
-    text = httpx.get(metrics_url, timeout=10).text
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith("foundry_monitor_canary_results_total{"))
+def canaries(metrics_url: str) -> tuple[float, float]:
+    """(canaries, ok canaries) the monitor has counted so far, from its own /metrics."""
+    lines = [line for line in httpx.get(metrics_url, timeout=10).text.splitlines()
+             if line.startswith("foundry_monitor_canary_results_total{")]
+    def total(rows: list[str]) -> float:
+        return sum(float(row.rsplit(" ", 1)[1]) for row in rows)
+    return total(lines), total([row for row in lines if 'foundry_monitor_kind="ok"' in row])
 
 
 def run_monitor(tmp: Path, base_url: str, key: str, rate: float, seconds: float, warm: float,
@@ -173,10 +176,10 @@ def run_monitor(tmp: Path, base_url: str, key: str, rate: float, seconds: float,
         metrics = f"http://127.0.0.1:{port}/metrics"
         wait_http(f"http://127.0.0.1:{port}/healthz", "foundry-monitor", proc)
         time.sleep(warm)  # the first round and the schedule's stagger: steady state after it
-        n0, c0 = canaries(metrics), cpu_s(proc.pid)
+        (n0, ok0), c0 = canaries(metrics), cpu_s(proc.pid)
         time.sleep(seconds)
-        c1, n1 = cpu_s(proc.pid), canaries(metrics)
-        return c1 - c0, int(n1 - n0), int(n1 - n0)
+        c1, (n1, ok1) = cpu_s(proc.pid), canaries(metrics)
+        return c1 - c0, int(n1 - n0), int(ok1 - ok0)
     finally:
         stop(proc)
         if capture is not None:
