@@ -75,9 +75,9 @@ def start_emulator(n: int, tmp: Path) -> tuple[subprocess.Popen[bytes], str, str
     raise SystemExit("the emulator did not start within 20 s")
 
 
-def config_text(n: int, base_url: str, key: str, interval: str, data_dir: Path) -> str:
+def config_text(n: int, base_url: str, key: str, interval: str, data_dir: Path, telemetry: str = "") -> str:
     deps = "\n".join(f"      - {{name: dep-{i:04d}, model: claude-haiku-4-5}}" for i in range(n))
-    return (f"data_dir: {json.dumps(str(data_dir))}\n"
+    return (f"data_dir: {json.dumps(str(data_dir))}\n{telemetry}"
             f"defaults: {{interval: {interval}, timeout: 5s, confirm: 0}}\nserver: {{port: 0}}\n"
             f"resources:\n  - name: bench\n    base_url: {base_url}\n    auth: {{api_key: {key}}}\n"
             f"    deployments:\n{deps}\n")
@@ -116,17 +116,20 @@ signal.sigwait([signal.SIGTERM])
 """
 
 
-def start_telemetry(tmp: Path) -> tuple[Any, subprocess.Popen[str]]:
-    """OtelTelemetry as `run` builds it, exporting to a capture server in a separate process."""
-    from monitor.telemetry import Exporters, OtelTelemetry, azure_exporters
-
+def start_capture() -> tuple[str, subprocess.Popen[str]]:
+    """A capture server in a separate process; the `telemetry:` config section that sends to it."""
     proc = subprocess.Popen([sys.executable, "-c", CAPTURE], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     port = int(proc.stdout.readline())
     conn = f"InstrumentationKey=00000000-0000-4000-8000-000000000001;IngestionEndpoint=http://127.0.0.1:{port}/"
-    exporters = Exporters()
-    exporters.add("azure-monitor", *azure_exporters(conn, config_mod.Telemetry(), tmp / "telemetry"))
-    return OtelTelemetry(exporters, instance_id="bench", location="bench"), proc
+    return f"telemetry: {{connection_string: {json.dumps(conn)}, location: bench}}\n", proc
+
+
+def start_telemetry(cfg: config_mod.Config, data_dir: Path) -> Any:
+    """OtelTelemetry as `run` builds it from the config (telemetry.azure.* included)."""
+    from monitor import telemetry
+
+    return telemetry.build(cfg, data_dir, instance_id="bench", location="bench")
 
 
 def main() -> None:
@@ -137,6 +140,10 @@ def main() -> None:
     ap.add_argument("--telemetry", action="store_true",
                     help="record every canary through OpenTelemetry (Prometheus, and Azure Monitor exporters "
                          "sending to a capture server in another process), as `run` does")
+    ap.add_argument("--export-all", action="store_true",
+                    help="with --telemetry: a span for every canary and every metric series to Azure Monitor "
+                         "(telemetry.azure spans/metrics: all), as before #18")
+    ap.add_argument("--uvloop", action="store_true", help="run the event loop on uvloop (pip install uvloop)")
     ap.add_argument("--log-level", default="info",
                     help="the daemon's log level; lines go to /dev/null as JSON (info: one line per canary, "
                          "as `run` writes by default)")
@@ -147,14 +154,24 @@ def main() -> None:
         tmp = Path(tmpdir)
         emu, base_url, key = start_emulator(args.deployments, tmp)
         try:
-            cfg = config_mod.loads(config_text(args.deployments, base_url, key, args.interval, tmp / "data"))
+            section, capture = start_capture() if args.telemetry else ("", None)
+            if args.telemetry and args.export_all:
+                section = section.replace("location: bench}",
+                                          "location: bench, azure: {spans: all, metrics: all}}")
+            cfg = config_mod.loads(config_text(args.deployments, base_url, key, args.interval, tmp / "data",
+                                               section))
             store = Store.open(tmp / "data" / "results.sqlite3")
-            telemetry, capture = (start_telemetry(tmp) if args.telemetry else (None, None))
+            telemetry = start_telemetry(cfg, tmp / "data") if args.telemetry else None
             daemon = Daemon(cfg, store, Options(config_path=""), telemetry=telemetry)
             samples: list[tuple[float, float]] = []
             steady: dict[str, float] = {}
             cpu0, wall0 = time.process_time(), time.monotonic()
-            asyncio.run(drive(daemon, duration, samples, steady))
+            if args.uvloop:
+                import uvloop  # noqa: PLC0415 - only for this evaluation
+
+                uvloop.run(drive(daemon, duration, samples, steady))
+            else:
+                asyncio.run(drive(daemon, duration, samples, steady))
             cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
             rows = store.query("SELECT request_id, total_s, ttft_s, kind FROM results")
             truth = {e["request_id"]: e for e in httpx.get(base_url.replace("/anthropic/", "/_emulator/log"),
@@ -190,6 +207,8 @@ def main() -> None:
     print(f"{'TTFT error vs ground truth p50 / p99 (ms)':42} {pair(ttft_err)}")
     print(f"{'peak RSS (MB)':42} {peak:12.1f}  <= 150")
     print(f"{'RSS growth minute 1 -> end (%)':42} {growth:12.2f}  < 5")
+    with open("/proc/loadavg") as fh:
+        print(f"{'load average at the end (1/5/15 min)':42} {' '.join(fh.read().split()[:3]):>12}")
     if lat_err:
         print(f"{'mean latency error (ms)':42} {statistics.mean(lat_err):12.2f}")
 

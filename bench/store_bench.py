@@ -83,6 +83,11 @@ def main() -> None:
     print(f"wrote {written:,} results in {write_s:.1f} s of save_results: {written / write_s:,.0f} results/s "
           f"(batches of 500, rollups included)")
     print(f"store on disk: {size / 1e6:,.0f} MB ({size / written:.0f} bytes/result)")
+    per_day = 1000 * 86400 / 60  # the fleet of #18: 1,000 deployments every 60 s
+    keep = config_mod.Store().raw_retention / 86400
+    print(f"1,000 deployments at 60 s ({per_day / 1e6:.2f} M results a day) keep "
+          f"{size / written * per_day * keep / 1e9:.1f} GB of raw results at the default raw_retention "
+          f"({keep:g} days; target <= 5 GB); rollups add little (hourly rows)")
     cfg = config(args.deployments)
     timings = []
     for _ in range(3):

@@ -174,6 +174,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
         rows.append((res.name, dep.name, dep.model_id, res.messages_url, _auth_label(res),
                      format_duration(s.interval), format_duration(s.timeout)))
     print(f"{cfg.source}: ok, {len(rows) - 1} deployment(s) in {len(cfg.resources)} resource(s)")
+    from monitor import ingestion  # what this config will cost, before it is deployed
+
+    conn = cfg.telemetry.connection_string or os.environ.get("APPLICATIONINSIGHTS_CONNECTION_STRING")
+    for line in ingestion.describe(ingestion.estimate(cfg), exporting=bool(conn)):
+        print(line)
     print(format_table(rows))
     return EXIT_OK
 

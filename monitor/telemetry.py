@@ -7,10 +7,13 @@ build several side by side. The Azure Monitor exporters are used directly rather
 canary) and run resource detectors that call the instance metadata service.
 
 What goes where (README "Telemetry" lists every name):
-- metrics: GenAI semconv histograms plus the monitor's own counters and gauges -> AppMetrics and
-  Prometheus `/metrics` (bucket boundaries from the semconv; Azure keeps only sum/count/min/max);
-- one CLIENT span per canary, `chat {deployment}`, status ERROR unless ok -> AppDependencies;
-- one availability record per canary (`microsoft.availability.*`) -> AppAvailabilityResults;
+- metrics: GenAI semconv histograms plus the monitor's own counters and gauges -> Prometheus `/metrics`
+  (bucket boundaries from the semconv); to AppMetrics only the daemon's own unless
+  `telemetry.azure.metrics: all` (Azure keeps only sum/count/min/max, and bills every point);
+- one CLIENT span per canary, `chat {deployment}`, status ERROR unless ok -> AppDependencies for failed
+  and slow canaries only unless `telemetry.azure.spans: all` (OTLP and console get every span);
+- one availability record per canary (`microsoft.availability.*`) -> AppAvailabilityResults: all that
+  the alert rules, the Azure dashboard and the Log Analytics report read;
 - one custom event per state transition (`microsoft.custom_event.name`) -> AppEvents.
 
 Metric attributes come from a fixed, bounded set: never a request id, a message or a secret.
@@ -31,6 +34,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from opentelemetry._logs import SeverityNumber
+from opentelemetry.context import Context
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk._logs import LoggerProvider
@@ -38,7 +42,7 @@ from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, LogRecordExp
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricExporter, MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 from opentelemetry.trace import SpanKind, Status, StatusCode, set_span_in_context
@@ -66,6 +70,7 @@ STATE_CODES: dict[State, int] = {State.UNKNOWN: 0, State.HEALTHY: 1, State.DEGRA
                                  State.THROTTLED: 3, State.DOWN: 4}
 AVAILABILITY_TEST = "foundry-monitor canary"
 EVENT_STATE_CHANGE = "foundry_monitor.state_change"
+NOTEWORTHY = "foundry_monitor.slow"  # on the span of an ok canary slower than its objective
 # SDK self-telemetry to Microsoft, remote control-plane polling, and SDK stats: off unless the user
 # turns them on (each honours an explicit setting in the environment)
 QUIET_ENV = {"APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL": "true",
@@ -79,18 +84,28 @@ OTLP_ENV = "OTEL_EXPORTER_OTLP_ENDPOINT"
 
 @dataclass
 class Exporters:
-    """The span/metric/log exporters to send to, besides Prometheus which is always on."""
+    """The span/metric/log exporters to send to, besides Prometheus which is always on.
+
+    Each exporter has a span policy (`all`, `failures`: failed and slow canaries only, `none`) and a
+    metric policy (`all`, `daemon`: the daemon's own low-cardinality metrics only, `none`): what Azure
+    Monitor bills by volume need not get every series Prometheus keeps.
+    """
 
     spans: list[SpanExporter] = field(default_factory=list)
     metrics: list[MetricExporter] = field(default_factory=list)
     logs: list[LogRecordExporter] = field(default_factory=list)
     names: list[str] = field(default_factory=list)
+    span_policies: list[str] = field(default_factory=list)
+    metric_policies: list[str] = field(default_factory=list)
 
-    def add(self, name: str, spans: SpanExporter, metrics: MetricExporter, logs: LogRecordExporter) -> None:
+    def add(self, name: str, spans: SpanExporter, metrics: MetricExporter, logs: LogRecordExporter, *,
+            span_policy: str = "all", metric_policy: str = "all") -> None:
         self.spans.append(spans)
         self.metrics.append(metrics)
         self.logs.append(logs)
         self.names.append(name)
+        self.span_policies.append(span_policy)
+        self.metric_policies.append(metric_policy)
 
 
 class OtelTelemetry:
@@ -109,13 +124,38 @@ class OtelTelemetry:
         self.registry = CollectorRegistry(auto_describe=True)
         prometheus = PrometheusMetricReader(registry=self.registry, scope_info_enabled=False)
         readers: list[MetricReader] = [prometheus]
-        readers += [PeriodicExportingMetricReader(e, export_interval_millis=export_interval_s * 1000)
-                    for e in exporters.metrics]
+        self._unused: list[SpanExporter | MetricExporter] = []  # policy none: shut down with the rest
+        daemon_readers: list[MetricReader] = []
+        metric_policies = _policies(exporters.metric_policies, exporters.metrics)
+        for exporter, policy in zip(exporters.metrics, metric_policies, strict=True):
+            reader = PeriodicExportingMetricReader(exporter, export_interval_millis=export_interval_s * 1000)
+            if policy == "all":
+                readers.append(reader)
+            elif policy == "daemon":
+                daemon_readers.append(reader)
+            else:
+                self._unused.append(exporter)
         readers += extra_readers or []
         self.meter_provider = MeterProvider(metric_readers=readers, resource=self.resource)
+        # the daemon's own metrics (Entra tokens, reloads) for exporters that skip per-deployment series:
+        # a provider of their own, so those readers never hold a series per deployment and kind
+        self.daemon_meter_provider = (MeterProvider(metric_readers=daemon_readers, resource=self.resource)
+                                      if daemon_readers else None)
         self.tracer_provider = TracerProvider(sampler=ALWAYS_ON, resource=self.resource)
-        for span_exporter in exporters.spans:
-            self.tracer_provider.add_span_processor(BatchSpanProcessor(span_exporter))
+        self._spans_all = self._spans_noteworthy = False  # does anyone take every span / failed and slow ones
+        for span_exporter, policy in zip(exporters.spans, _policies(exporters.span_policies, exporters.spans),
+                                         strict=True):
+            if policy == "none":
+                self._unused.append(span_exporter)
+                continue
+            processor: SpanProcessor = BatchSpanProcessor(span_exporter)
+            if policy == "failures":
+                processor, self._spans_noteworthy = _Noteworthy(processor), True
+            else:
+                self._spans_all = True
+            self.tracer_provider.add_span_processor(processor)
+        self._logs_on = bool(exporters.logs)  # without a log exporter, availability records go nowhere
+        self._slo: dict[Key, tuple[float, float | None]] = {}
         self.logger_provider = LoggerProvider(resource=self.resource)
         for log_exporter in exporters.logs:
             self.logger_provider.add_log_record_processor(BatchLogRecordProcessor(log_exporter))
@@ -132,6 +172,7 @@ class OtelTelemetry:
 
     def _instruments(self) -> None:
         m = self.meter_provider.get_meter(SCOPE, __version__)
+        d = self.daemon_meter_provider.get_meter(SCOPE, __version__) if self.daemon_meter_provider else None
         self.duration = m.create_histogram(
             "gen_ai.client.operation.duration", unit="s", description="GenAI operation duration (canary, "
             "request sent to last byte)", explicit_bucket_boundaries_advisory=DURATION_BUCKETS)
@@ -148,18 +189,22 @@ class OtelTelemetry:
         self.cost = m.create_counter(
             "foundry_monitor.canary.cost", unit="{USD}",
             description="Estimated cost of the canaries, from the pricing table")
-        self.token_duration = m.create_histogram(
+        # the daemon's own metrics: on every meter (few series, so every exporter may have them)
+        meters = [m, d] if d is not None else [m]
+        self.token_duration = _Fanout([meter.create_histogram(
             "foundry_monitor.entra.token.duration", unit="s",
             description="Time to obtain an Entra ID token (real acquisitions only, cache hits excluded)",
-            explicit_bucket_boundaries_advisory=DURATION_BUCKETS)
-        self.token_failures = m.create_counter(
+            explicit_bucket_boundaries_advisory=DURATION_BUCKETS) for meter in meters])
+        self.token_failures = _Fanout([meter.create_counter(
             "foundry_monitor.entra.token.failures", unit="{failure}",
-            description="Canaries that could not obtain an Entra ID token")
-        self.reloads = m.create_counter(
+            description="Canaries that could not obtain an Entra ID token") for meter in meters])
+        self.reloads = _Fanout([meter.create_counter(
             "foundry_monitor.config.reloads", unit="{reload}", description="Config reloads by result")
-        m.create_observable_gauge(
-            "foundry_monitor.config.last_reload_success", [self._observe_reload], unit="1",
-            description="1 when the last config reload succeeded (or none was tried), 0 when it failed")
+            for meter in meters])
+        for meter in meters:
+            meter.create_observable_gauge(
+                "foundry_monitor.config.last_reload_success", [self._observe_reload], unit="1",
+                description="1 when the last config reload succeeded (or none was tried), 0 when it failed")
         m.create_observable_gauge(
             "foundry_monitor.deployment.state", [self._observe_states], unit="1",
             description="Health state per deployment: 0 unknown, 1 healthy, 2 degraded, 3 throttled, 4 down")
@@ -183,8 +228,10 @@ class OtelTelemetry:
         for res in cfg.resources:
             url = urlsplit(res.endpoint)
             servers[res.name] = (url.hostname or "", url.port or (443 if url.scheme == "https" else 80))
+        slo = {(res.name, dep.name): (s.latency_slo, s.ttft_slo) for res, dep, s in cfg.targets()}
         with self._lock:
             self._servers = servers
+            self._slo = slo
             self._states = {key: states.get(key, State.UNKNOWN) for key in
                             ((res.name, dep.name) for res, dep, _ in cfg.targets())}
 
@@ -209,9 +256,14 @@ class OtelTelemetry:
             if r.kind is FailureKind.CREDENTIAL_UNAVAILABLE:
                 entra["error.type"] = r.kind.value
             self.token_duration.record(t.token_s, entra)
+        slow = r.ok and self._slow(r)
+        span = self._spans_all or (self._spans_noteworthy and (slow or not r.ok))
+        if not span and not self._logs_on:
+            return
         canary_id = uuid.uuid4().hex
-        span_context = self._span(r, attrs, canary_id)
-        self._availability(r, cost, canary_id, span_context)
+        span_context = self._span(r, attrs, canary_id, slow) if span else None
+        if self._logs_on:
+            self._availability(r, cost, canary_id, span_context)
 
     def transition(self, t: Transition) -> None:
         with self._lock:
@@ -242,8 +294,9 @@ class OtelTelemetry:
 
     def flush(self, timeout_s: float = 10.0) -> bool:
         ms = int(timeout_s * 1000)
+        daemon = self.daemon_meter_provider.force_flush(ms) if self.daemon_meter_provider else True
         return all([self.tracer_provider.force_flush(ms), self.logger_provider.force_flush(ms),
-                    self.meter_provider.force_flush(ms)])
+                    self.meter_provider.force_flush(ms), daemon])
 
     def shutdown(self, timeout_s: float = 10.0) -> None:
         """Flush and close every provider; gives up (and says so) after timeout_s."""
@@ -251,6 +304,10 @@ class OtelTelemetry:
             self.tracer_provider.shutdown()
             self.logger_provider.shutdown()
             self.meter_provider.shutdown(timeout_millis=timeout_s * 1000)
+            if self.daemon_meter_provider is not None:
+                self.daemon_meter_provider.shutdown(timeout_millis=timeout_s * 1000)
+            for exporter in self._unused:
+                exporter.shutdown()
 
         for logger, handler in self._bridges:
             logger.removeHandler(handler)
@@ -283,13 +340,22 @@ class OtelTelemetry:
             attrs["error.type"] = r.kind.value
         return attrs
 
-    def _span(self, r: CanaryResult, attrs: dict[str, Any], canary_id: str) -> Any:
+    def _slow(self, r: CanaryResult) -> bool:
+        """Slower than the deployment's latency or TTFT objective (the health tracker's "degraded")."""
+        latency_slo, ttft_slo = self._slo.get((r.resource, r.deployment), (float("inf"), None))
+        t = r.timings
+        return ((t.total_s is not None and t.total_s > latency_slo)
+                or (ttft_slo is not None and t.ttft_s is not None and t.ttft_s > ttft_slo))
+
+    def _span(self, r: CanaryResult, attrs: dict[str, Any], canary_id: str, slow: bool) -> Any:
         start = _ns(r.started_at)
         end = start + int((r.timings.total_s or 0.0) * 1e9)
         span_attrs: dict[str, Any] = {
             **attrs, "gen_ai.system": PROVIDER, "gen_ai.request.stream": True,
             "foundry_monitor.kind": r.kind.value, "foundry_monitor.attempt": r.attempt,
             "foundry_monitor.canary_id": canary_id}
+        if slow:
+            span_attrs[NOTEWORTHY] = True
         optional = {
             "foundry_monitor.request_id": r.request_id, "foundry_monitor.apim_request_id": r.apim_request_id,
             "foundry_monitor.status_code": r.status_code,
@@ -319,11 +385,14 @@ class OtelTelemetry:
             "foundry_monitor.resource": r.resource, "gen_ai.request.model": r.deployment,
             "foundry_monitor.model": r.model,
         }
-        # everything a report needs, per canary (the Log Analytics report source reads these)
+        # everything a report needs, per canary (the Log Analytics report source reads these), and no
+        # more: Application Insights bills every byte (an ok canary's status is always 200; timings to
+        # the microsecond)
         optional = {"foundry_monitor.request_id": r.request_id,
                     "foundry_monitor.apim_request_id": r.apim_request_id,
-                    "foundry_monitor.status_code": r.status_code,
-                    "foundry_monitor.total_s": r.timings.total_s, "foundry_monitor.ttft_s": r.timings.ttft_s,
+                    "foundry_monitor.status_code": None if r.ok else r.status_code,
+                    "foundry_monitor.total_s": _us(r.timings.total_s),
+                    "foundry_monitor.ttft_s": _us(r.timings.ttft_s),
                     "gen_ai.usage.input_tokens": r.usage.input_tokens if r.usage else None,
                     "gen_ai.usage.output_tokens": r.usage.output_tokens if r.usage else None,
                     "foundry_monitor.cost_usd": cost}
@@ -331,6 +400,45 @@ class OtelTelemetry:
         self.logger.emit(timestamp=_ns(r.started_at), context=context, body=AVAILABILITY_TEST,
                          severity_number=SeverityNumber.INFO if r.ok else SeverityNumber.WARN,
                          attributes=attrs)
+
+
+def _policies(policies: list[str], exporters: list[Any]) -> list[str]:
+    return policies if len(policies) == len(exporters) else ["all"] * len(exporters)
+
+
+class _Fanout:
+    """One of the daemon's own instruments on several meters (the canary meter and the daemon meter)."""
+
+    def __init__(self, instruments: list[Any]) -> None:
+        self._instruments = instruments
+
+    def add(self, amount: float, attributes: dict[str, Any]) -> None:
+        for i in self._instruments:
+            i.add(amount, attributes)
+
+    def record(self, amount: float, attributes: dict[str, Any]) -> None:
+        for i in self._instruments:
+            i.record(amount, attributes)
+
+
+class _Noteworthy(SpanProcessor):
+    """Passes on only the spans of failed canaries (status ERROR) and slow ones (NOTEWORTHY set)."""
+
+    def __init__(self, inner: SpanProcessor) -> None:
+        self._inner = inner
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        self._inner.on_start(span, parent_context)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if span.status.status_code is StatusCode.ERROR or (span.attributes or {}).get(NOTEWORTHY):
+            self._inner.on_end(span)
+
+    def shutdown(self) -> None:
+        self._inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self._inner.force_flush(timeout_millis)
 
 
 _SEVERITY = {logging.DEBUG: SeverityNumber.DEBUG, logging.INFO: SeverityNumber.INFO,
@@ -369,6 +477,10 @@ class _LogBridge(logging.Handler):
 
 def _entra_attrs(r: CanaryResult) -> dict[str, Any]:
     return {"foundry_monitor.resource": r.resource, "foundry_monitor.location": r.location}
+
+
+def _us(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds, 6)
 
 
 def _ns(at: datetime) -> int:
@@ -474,7 +586,8 @@ def build(cfg: Config, data_dir: Path, *, instance_id: str, location: str = "", 
     conn = connection_string(settings)
     if conn:
         storage = data_dir / "telemetry" if settings.offline_storage else None
-        exporters.add("azure-monitor", *azure_exporters(conn, settings, storage, **azure_options))
+        exporters.add("azure-monitor", *azure_exporters(conn, settings, storage, **azure_options),
+                      span_policy=settings.azure.spans, metric_policy=settings.azure.metrics)
     if os.environ.get(OTLP_ENV):
         otlp = otlp_exporters()
         if otlp is not None:

@@ -34,6 +34,7 @@ ensure_venv() {
 # and this machine can (root + apt-get); otherwise the tests that need them say why they skip.
 ensure_tools() {
   ensure_prometheus
+  ensure_blackbox
   ensure_node_tools
   ensure_chromium
   return 0
@@ -50,6 +51,13 @@ ensure_prometheus() {
   command -v prometheus >/dev/null 2>&1 && return 0
   echo "installing Debian's prometheus (for the scrape test) ..." >&2
   apt_install prometheus || echo "(could not install prometheus; its test will skip)" >&2
+  return 0
+}
+
+ensure_blackbox() {  # bench/blackbox_bench.py compares the monitor with it; nothing runs it in production
+  command -v prometheus-blackbox-exporter >/dev/null 2>&1 && return 0
+  echo "installing Debian's prometheus-blackbox-exporter (for bench/blackbox_bench.py) ..." >&2
+  apt_install prometheus-blackbox-exporter || echo "(could not install blackbox_exporter)" >&2
   return 0
 }
 

@@ -21,6 +21,7 @@ RANKS: dict[str, int] = {
     "config": 1,                          # checks.yaml -> models
     "canary": 2, "emulator": 2,           # one canary's path; the Foundry stand-in (apart from it)
     "azure": 3, "logs": 3,                # Azure's own view; the log line of a canary and events
+    "ingestion": 3,                       # what a config costs: Azure Monitor bytes, canary tokens
     "store": 4,                           # SQLite: results, rollups, states
     "reports": 5,                         # Report from a source, rendered
     "notify": 6,                          # the weekly email

@@ -14,6 +14,7 @@ from monitor.config import Config, Resource
 from . import probe
 from .auth import ApiKeyAuth, AuthProvider, EntraAuth, entra_credential
 from .netio import AsyncioBackend
+from .pool import linear
 from .run import Target
 
 KEEPALIVE_S = 60.0
@@ -89,6 +90,7 @@ def build_transport(url: str, pool: int = POOL_PER_RESOURCE) -> httpx.AsyncHTTPT
         proxy=environment_proxy(url),
     )
     transport._pool._network_backend = AsyncioBackend()  # noqa: SLF001 - see above; tested
+    linear(transport._pool)  # noqa: SLF001 - httpcore's pool bookkeeping in linear time (pool.py)
     return transport
 
 

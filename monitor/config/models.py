@@ -157,6 +157,14 @@ class Resource(_Model):
         return self.endpoint + "v1/messages"
 
 
+class AzureExport(_Model):
+    """What goes to Azure Monitor besides one availability record per canary (README "Telemetry" gives
+    the bytes of each choice): Application Insights bills by ingested volume."""
+
+    spans: Literal["failures", "all", "none"] = "failures"  # failed and slow canaries only, by default
+    metrics: Literal["daemon", "all", "none"] = "daemon"  # per-deployment series stay in Prometheus
+
+
 class Telemetry(_Model):
     connection_string: Secret | None = None  # else $APPLICATIONINSIGHTS_CONNECTION_STRING
     credential: Literal["none", "managed_identity", "default"] = "none"  # Entra auth for ingestion
@@ -165,11 +173,12 @@ class Telemetry(_Model):
     location: str | None = None
     export_interval: Duration = 60.0
     offline_storage: bool = True  # <data_dir>/telemetry keeps what an ingestion outage would lose
+    azure: AzureExport = AzureExport()
 
 
 class Store(_Model):
     path: str | None = None
-    raw_retention: Duration = 35 * 86400.0
+    raw_retention: Duration = 7 * 86400.0  # ~260 B a canary: 1,000 deployments at 60 s keep ~2.6 GB
     rollup_retention: Duration = 400 * 86400.0
     max_pending: int = Field(default=20_000, ge=1)  # results kept in memory while the store is unwritable
 
