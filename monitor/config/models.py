@@ -175,6 +175,7 @@ class Discovery(_Model):
     client_id: str | None = None  # a user-assigned managed identity
     scope: str = DEFAULT_SCOPE  # the token scope of the discovered deployments' canaries
     arm_endpoint: str = DEFAULT_ARM_ENDPOINT  # sovereign clouds, or a stand-in in tests
+    ca_file: str | None = None  # a private CA for ARM and the token endpoint (a TLS-inspecting proxy)
     endpoint: str | None = None  # the canaries' base URL instead of https://{subdomain}.services.ai.azure.com/
     #                              anthropic/; `{subdomain}` is replaced (tests point it at the emulator)
 

@@ -22,6 +22,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import answers, wire
+from .arm import ArmApi
 from .scenario import Deployment, Fault, FaultKind, Scenario
 from .state import Emulator, LogEntry
 
@@ -64,6 +65,7 @@ def build_app(emu: Emulator, stopping: asyncio.Event) -> ASGIApp:
         Route("/_emulator/log", api.delete_log, methods=["DELETE"]),
         Route("/_emulator/identity/token", api.identity_token, methods=["GET"]),
         Route("/_emulator/identity/expire", api.expire_tokens, methods=["POST"]),
+        *ArmApi(emu.arm, emu.token_audience, on_change=emu.sync_arm).routes(),
         Route("/{path:path}", api.anything_else,
               methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]),
     ]

@@ -13,6 +13,7 @@ import uvicorn
 from monitor.errors import MonitorError
 
 from .app import build_app
+from .arm import ArmDeployment, ArmFault, ArmModel
 from .scenario import Fault, Scenario, load
 from .state import Emulator
 
@@ -135,3 +136,22 @@ class EmulatorServer:
     def set_faults(self, deployment: str, faults: list[dict[str, Any]]) -> None:
         if not self.state.set_faults(deployment, [Fault.model_validate(f) for f in faults]):
             raise KeyError(deployment)
+
+    # -- the control plane (ARM), in-process -------------------------------------------------------------
+    def arm_put_deployment(self, subscription: str, account: str, name: str, **fields: Any) -> ArmDeployment:
+        """Add a deployment to an account, or change some of its fields (version, capacity, state ...)."""
+        dep = self.state.arm.put_deployment(subscription, account, name, fields)
+        self.state.sync_arm()
+        return dep
+
+    def arm_remove_deployment(self, subscription: str, account: str, name: str) -> bool:
+        gone = self.state.arm.remove_deployment(subscription, account, name)
+        self.state.sync_arm()
+        return gone
+
+    def arm_put_model(self, location: str, name: str, version: str, **fields: Any) -> ArmModel:
+        return self.state.arm.put_model(location, name, version, fields)
+
+    def arm_fault(self, status: int | None, retry_after: float | None = None) -> None:
+        """Every ARM call answers ``status`` (403, 429 ...) until called with None."""
+        self.state.arm.fault = None if status is None else ArmFault(status=status, retry_after=retry_after)

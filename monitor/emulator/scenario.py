@@ -34,6 +34,8 @@ from monitor.config.durations import parse_duration
 from monitor.config.yamlsource import load_document
 from monitor.errors import ConfigError, ConfigProblem
 
+from .arm import Arm
+
 
 class FaultKind(StrEnum):
     BAD_KEY = "bad_key"                        # 401, Azure "invalid subscription key" body
@@ -120,6 +122,7 @@ class Scenario(_Model):
     seed: int | None = None
     identity: Identity = Identity()
     deployments: tuple[Deployment, ...] = ()
+    arm: Arm = Arm()  # the control plane (monitor.emulator.arm): subscriptions, accounts, models, quota
 
 
 CATALOGUE = (
