@@ -70,14 +70,18 @@ def arm_scenario(**extra: Any) -> dict[str, Any]:
 @contextmanager
 def arm_emulator(tmp: Path, mp: pytest.MonkeyPatch, scenario: dict[str, Any] | None = None,
                  ) -> Iterator[EmulatorServer]:
-    """The emulator over https, trusted through SSL_CERT_FILE, with its managed-identity endpoint set."""
+    """The emulator's ARM over https (its CA in tmp/ca.pem: pass it as discovery.ca_file), and beside it
+    the same emulator over plain http (``emu.plain``) serving the managed-identity endpoint and the data
+    plane. aiohttp reads SSL_CERT_FILE once, when it is imported, so a CA per test must be passed
+    explicitly; canaries and tokens over plain http need none."""
     certs = make_certs(tmp)
     for name in IDENTITY_VARS:
         mp.delenv(name, raising=False)
-    mp.setenv("SSL_CERT_FILE", certs.ca)
-    with EmulatorServer(scenario=scenario or arm_scenario(), tls=certs.server) as emu:
-        for name, value in emu.identity_env().items():
+    with EmulatorServer(scenario=scenario or arm_scenario(), tls=certs.server) as emu, \
+            EmulatorServer(state=emu.state) as plain:
+        for name, value in plain.identity_env().items():
             mp.setenv(name, value)
+        emu.plain = plain  # type: ignore[attr-defined]
         yield emu
 
 

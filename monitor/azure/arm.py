@@ -325,3 +325,37 @@ def arm_credential(d: Discovery) -> Any:
 
 def places(snapshot: Snapshot) -> Sequence[tuple[str, str]]:
     return sorted({(d.subscription, _loc(d.location)) for d in snapshot.deployments})
+
+
+# --- kept across restarts ------------------------------------------------------------------------------
+
+
+def to_json(s: Snapshot) -> dict[str, Any]:
+    """The snapshot as plain JSON (the daemon keeps the last one in its store)."""
+    return {
+        "taken_at": s.taken_at.isoformat(),
+        "deployments": [{**{k: getattr(d, k) for k in ArmDeployment.__slots__ if k != "rate_limits"},
+                         "account_tags": dict(d.account_tags),
+                         "rate_limits": [[r.key, r.renewal_period_s, r.count] for r in d.rate_limits]}
+                        for d in s.deployments],
+        "catalog": [[m.location, m.name, m.version, m.lifecycle, m.retirement.isoformat() if m.retirement
+                     else None] for m in s.catalog],
+        "quotas": [[q.subscription, q.location, q.name, q.current, q.limit, q.unit] for q in s.quotas],
+        "notes": list(s.notes),
+    }
+
+
+def from_json(data: Any) -> Snapshot | None:
+    """A snapshot written by ``to_json``; None for anything else (an older or damaged record)."""
+    try:
+        return Snapshot(
+            taken_at=datetime.fromisoformat(data["taken_at"]),
+            deployments=tuple(
+                ArmDeployment(**{**d, "rate_limits": tuple(RateLimit(*r) for r in d["rate_limits"])})
+                for d in data["deployments"]),
+            catalog=tuple(CatalogModel(loc, n, v, lc, date.fromisoformat(r) if r else None)
+                          for loc, n, v, lc, r in data["catalog"]),
+            quotas=tuple(Quota(*q) for q in data["quotas"]),
+            notes=tuple(data["notes"]))
+    except (KeyError, TypeError, ValueError):
+        return None

@@ -115,11 +115,14 @@ def _discovery_rules(cfg: Config, doc: Document) -> Iterator[ConfigProblem]:
             written = doc.as_written((*at, "subscriptions", i), sub)
             yield doc.problem((*at, "subscriptions", i), "expected a subscription id (a GUID like "
                               f'00000000-0000-0000-0000-000000000000), got "{written}"')
-    for key in ("arm_endpoint", "endpoint"):
-        value = getattr(d, key)
-        if value is not None and not re.match(r"https://[^/\s]+", value):
-            yield doc.problem((*at, key), "expected an https URL (ARM sends bearer tokens over https only), "
-                                          f'got "{doc.as_written((*at, key), value)}"')
+    if not re.match(r"https://[^/\s]+", d.arm_endpoint):
+        written = doc.as_written((*at, "arm_endpoint"), d.arm_endpoint)
+        yield doc.problem((*at, "arm_endpoint"), "expected an https URL (bearer tokens go over https only), "
+                                                 f'got "{written}"')
+    if d.endpoint is not None and not re.match(r"https?://[^/\s]+", d.endpoint):
+        written = doc.as_written((*at, "endpoint"), d.endpoint)
+        yield doc.problem((*at, "endpoint"), "expected a URL like https://{subdomain}.services.ai.azure.com/"
+                                             f'anthropic/, got "{written}"')
     said: set[KeyPath] = set()
     for i, o in enumerate(d.overrides):
         interval = o.interval or cfg.defaults.interval

@@ -31,14 +31,15 @@ class _Server(uvicorn.Server):
 class EmulatorServer:
     """The emulator on ``host:port`` (port 0: a free one) in a thread of its own.
 
+    ``state`` lets a second server (say plain http beside https) serve the same deployments and tokens.
     ``with EmulatorServer(scenario=...) as emu:`` gives ``emu.base_url`` (ending in ``/anthropic/``),
     ``emu.api_key``, ``emu.log()`` and the admin operations as methods.
     """
 
     def __init__(self, scenario: str | Path | dict[str, Any] | Scenario | None = None,
                  host: str = "127.0.0.1", port: int = 0, *,
-                 tls: tuple[str, str] | None = None) -> None:
-        self.state = Emulator(load(scenario))
+                 tls: tuple[str, str] | None = None, state: Emulator | None = None) -> None:
+        self.state = state if state is not None else Emulator(load(scenario))  # shared: one over https
         self.host = host
         self._port = port
         self.tls = tls  # (certificate chain file, key file): serve https
