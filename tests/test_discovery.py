@@ -209,3 +209,18 @@ async def test_a_restart_starts_from_the_stored_fleet_when_arm_is_down(
         await task
     assert probed(second) == {"haiku-a", "sonnet-a", "haiku-b"}
     assert status["ok"] is False and status["snapshot_at"] is not None
+
+
+@pytest.mark.timeout(90)
+async def test_the_status_page_shows_the_inventory_with_retirement_and_quota(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with arm_emulator(tmp_path, monkeypatch) as emu:
+        daemon = make(tmp_path, discovery_config(emu, tmp_path, refresh="10m"))
+        task = asyncio.create_task(daemon.run(install_signals=False))
+        await until(lambda: daemon.ready() and bool(daemon.fleet.targets), timeout=30)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{daemon.port}") as client:
+            page = (await client.get("/")).text
+        daemon.request_stop()
+        await task
+    assert "Inventory (Azure Resource Manager)" in page
+    assert "claude-sonnet-4-5 20250929" in page and "98/100" in page and "opus-lab (not probed)" in page
