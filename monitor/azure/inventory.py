@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from monitor.config import Config, Discovery, Override, Resource
+from monitor.config import Config, Deployment, Discovery, Override, Resource
 
 from .arm import ArmDeployment, Snapshot
 
@@ -89,7 +89,8 @@ def owned(cfg: Config, deployments: Iterable[ArmDeployment]) -> list[tuple[tuple
         out.append(((sub, account), Resource.model_validate({
             "name": name, "base_url": endpoint(first, discovery), "location": first.location or None,
             "auth": auth, "deployments": [
-                {"name": d.name, "model": d.model_name, **_override(d.name, discovery)}
+                # values already validated (the override's): constructed, not parsed again from text
+                Deployment.model_construct(name=d.name, model=d.model_name, **_override(d.name, discovery))
                 for d in sorted(deps, key=lambda d: d.name)]})))
     return out
 
