@@ -132,7 +132,7 @@ class Emulator:
     def current(self) -> Scenario:
         with self._lock:
             deps = tuple(live.spec for live in self._deps.values())
-        return self.scenario.model_copy(update={"deployments": deps})
+        return self.scenario.model_copy(update={"deployments": deps, "arm": self.arm.arm})
 
     def put_deployment(self, spec: Deployment) -> None:
         now = self.clock()
