@@ -101,9 +101,12 @@ async def test_deployments_added_and_removed_start_and_stop_within_one_refresh_a
         daemon = make(tmp_path, discovery_config(emu, tmp_path, refresh="2s"), events)
         task = asyncio.create_task(daemon.run(install_signals=False))
         await until(lambda: daemon.ready() and bool(daemon.fleet.targets), timeout=30)
+        untouched = daemon.fleet.transports["team-b"], daemon.fleet.auths["team-b"]
         emu.arm_put_deployment(SUB_A, "team-a", "haiku-new", model="claude-haiku-4-5", version="20251001")
         added_at = asyncio.get_running_loop().time()
         await until(lambda: "haiku-new" in probed(daemon), timeout=10)
+        # an account the refresh did not change keeps its warm connections and cached token
+        assert (daemon.fleet.transports["team-b"], daemon.fleet.auths["team-b"]) == untouched
         started = asyncio.get_running_loop().time() - added_at
         await until(lambda: any(e["deployment"] == "haiku-new" and e["status"] == 200 for e in emu.log()),
                     timeout=10)

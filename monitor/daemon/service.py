@@ -429,6 +429,7 @@ class Daemon:
         except Exception:
             self.scheduler.replace(old_fleet)
             raise
+        spare = _keep_clients(self.cfg, old_fleet, new, fleet)
         self.cfg, self.fleet = new, fleet
         for key in removed:
             if key not in fleet.by_key:
@@ -440,6 +441,7 @@ class Daemon:
         # canaries already running on the old clients finish first; shutdown closes whatever is still here
         grace = max((t.settings.timeout for t in old_fleet.targets), default=1.0) + 1.0
         self._retired.append((asyncio.get_running_loop().time() + grace, old_fleet))
+        self._retired.append((asyncio.get_running_loop().time(), spare))
         gc.unfreeze()  # frozen again once the old fleet is closed and collected (_close_retired)
         return added, removed
 
@@ -504,6 +506,22 @@ class Daemon:
             event(log, logging.WARNING, "the HTTP server listens beyond loopback without "
                   "server.bearer_token; /status and /debug are open to anyone who can reach it",
                   event="exposure", host=host)
+
+
+def _keep_clients(old_cfg: config_mod.Config, old: Fleet, new_cfg: config_mod.Config, new: Fleet) -> Fleet:
+    """A resource whose endpoint and credentials did not change keeps its connection pool and credential
+    across a reload or a discovery refresh: its canaries keep their warm connections and cached token (a
+    new pool would add a TCP and TLS handshake, a new credential a token request, to the next canary of
+    every deployment). Returns the new fleet's unused clients, to be closed."""
+    before = {r.name: (r.endpoint, r.auth, r.api_key_header) for r in old_cfg.resources}
+    spare = Fleet([])
+    for res in new_cfg.resources:
+        name = res.name
+        if name in new.transports and name in old.transports and name in old.auths \
+                and before.get(name) == (res.endpoint, res.auth, res.api_key_header):
+            spare.transports[name], spare.auths[name] = new.transports[name], new.auths[name]
+            new.transports[name], new.auths[name] = old.transports.pop(name), old.auths.pop(name)
+    return spare
 
 
 def _stored_incidents(store: Store) -> list[Incident]:
