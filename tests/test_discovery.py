@@ -227,3 +227,45 @@ async def test_the_status_page_shows_the_inventory_with_retirement_and_quota(
         await task
     assert "Inventory (Azure Resource Manager)" in page
     assert "claude-sonnet-4-5 20250929" in page and "98/100" in page and "opus-lab (not probed)" in page
+
+
+@pytest.mark.timeout(90)
+async def test_a_reload_keeps_the_discovered_fleet_and_applies_the_new_overrides(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with arm_emulator(tmp_path, monkeypatch) as emu:
+        daemon = make(tmp_path, discovery_config(emu, tmp_path, refresh="10m"))
+        task = asyncio.create_task(daemon.run(install_signals=False))
+        await until(lambda: daemon.ready() and bool(daemon.fleet.targets), timeout=30)
+        reads = emu.state.arm.calls
+        text = discovery_config(emu, tmp_path, refresh="10m",
+                                overrides=[{"match": "sonnet-*", "interval": "3s"}])
+        (tmp_path / "checks.yaml").write_text(text)
+        ok = await daemon.reload()
+        intervals = {t.deployment: t.settings.interval for t in daemon.fleet.targets}
+        await until(lambda: emu.state.arm.calls > reads, timeout=10)  # new settings: ARM is read again
+        daemon.request_stop()
+        await task
+    assert ok and intervals == {"haiku-a": 1.0, "sonnet-a": 3.0, "haiku-b": 1.0}
+
+
+def test_the_arm_admin_api_changes_deployments_models_and_faults_over_http(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with arm_emulator(tmp_path, monkeypatch) as emu:
+        admin = f"{emu.plain.root}/_emulator/arm"  # type: ignore[attr-defined]
+        with httpx.Client() as http:
+            put = http.put(f"{admin}/subscriptions/{SUB_A}/accounts/team-a/deployments/haiku-a",
+                           json={"capacity": 5, "state": "Paused"})
+            bad = http.put(f"{admin}/subscriptions/{SUB_A}/accounts/nope/deployments/x", json={})
+            model = http.put(f"{admin}/models/eastus2/claude-haiku-4-5/20251001",
+                             json={"retirement": "2027-01-02"})
+            fault = http.put(f"{admin}/fault", json={"status": 429, "retry_after": 2})
+            cleared = http.delete(f"{admin}/fault")
+            gone = http.delete(f"{admin}/subscriptions/{SUB_B}/accounts/team-b/deployments/haiku-b")
+        arm = emu.state.current().arm
+    assert put.status_code == 200 and put.json()["capacity"] == 5 and put.json()["version"] == "20251001"
+    assert bad.status_code == 404
+    assert model.json()["retirement"] == "2027-01-02" and model.json()["lifecycle"] == "GenerallyAvailable"
+    assert fault.json() == {"status": 429, "retry_after": 2.0} and cleared.status_code == 204
+    assert gone.status_code == 204 and emu.state.deployment("haiku-b") is None
+    team_a = arm.subscriptions[0].accounts[0]
+    assert next(d for d in team_a.deployments if d.name == "haiku-a").state == "Paused"
