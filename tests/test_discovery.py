@@ -207,6 +207,7 @@ async def test_a_restart_starts_from_the_stored_fleet_when_arm_is_down(
         second = make(tmp_path, text)
         task = asyncio.create_task(second.run(install_signals=False))
         await until(lambda: second.ready() and bool(second.fleet.targets), timeout=30)
+        await until(lambda: second.status()["discovery"]["refreshes"]["failed"] >= 1, timeout=10)
         status = second.status()["discovery"]
         second.request_stop()
         await task

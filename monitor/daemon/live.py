@@ -83,6 +83,9 @@ class LiveFleet:
         self._next_at = t + self.discovery.refresh
         try:
             snap = await asyncio.wait_for(self.reader.snapshot(), REFRESH_TIMEOUT_S)
+        except asyncio.CancelledError:
+            self._next_at = t  # cut short (start-up gave up waiting): due again at once
+            raise
         except (ArmError, TimeoutError) as exc:
             self._failed(str(exc) if isinstance(exc, ArmError) else
                          f"ARM did not answer within {REFRESH_TIMEOUT_S:g}s",

@@ -44,6 +44,7 @@ SNAPSHOT_EVERY_S = 15.0
 PRUNE_EVERY_S = 3600.0
 WEEKLY_EVERY_S = 60.0  # how often the weekly email schedule is checked
 TICK_S = 1.0
+FIRST_REFRESH_S = 30.0  # at start, how long the canaries wait for a first read of the control plane
 STOP_BUDGET_S = 15.0  # SIGTERM to exit
 CANARY_GRACE_S = 10.0  # part of it for canaries in flight; then they are cancelled (and recorded so)
 STORE_STOP_S = 4.0  # part of it for the results still queued
@@ -279,8 +280,11 @@ class Daemon:
         self.port = bound_port(server)
         self._warn_exposure()
         self.writer.start()
-        if self.live is not None:
-            await self._refresh()
+        if self.live is not None and self.live.snapshot is None:
+            # the first round includes the discovered deployments, unless ARM is slow: then they join
+            # at the refresh that completes (hand-listed deployments do not wait longer than this)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._refresh(), FIRST_REFRESH_S)
         self._expect_all()
         self._tell_telemetry()
         _freeze_startup_objects()  # before the first canary is due: the collection it starts with pauses
@@ -454,9 +458,9 @@ class Daemon:
             event(log, logging.ERROR, "discovery refresh failed; the last known fleet keeps running",
                   event="discovery", ok=False, error=f"{type(exc).__name__}: {exc}")
             found = None
-        self._maybe_gone_keys.clear()
         if found is None:
             return
+        self._maybe_gone_keys.clear()  # read again: a deployment still listed that answers 404 now counts
         new = merged(self.base_cfg, found)
         if new.resources == self.cfg.resources:
             return
