@@ -10,13 +10,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from monitor.config import Discovery
 from monitor.errors import MonitorError
+
+from .snapshot import (
+    ArmDeployment,
+    CatalogModel,
+    Quota,
+    RateLimit,
+    Snapshot,
+    from_json,
+    loc_key,
+    to_json,
+)
+
+__all__ = ["ArmDeployment", "ArmError", "ArmReader", "CatalogModel", "Quota", "RateLimit", "Snapshot",
+           "arm_credential", "from_json", "to_json"]
 
 ARM_SCOPE = "https://management.azure.com/.default"
 CONCURRENCY = 8  # ARM calls in flight at once (ARM throttles reads per principal)
@@ -33,102 +47,6 @@ class ArmError(MonitorError):
         self.reason = reason
         self.status = status
         self.retry_after = retry_after
-
-
-@dataclass(frozen=True, slots=True)
-class RateLimit:
-    key: str  # request | token
-    renewal_period_s: float
-    count: float
-
-    def text(self) -> str:
-        per = "min" if self.renewal_period_s == 60 else f"{self.renewal_period_s:g}s"
-        return f"{self.count:g} {self.key}s/{per}"
-
-
-@dataclass(frozen=True, slots=True)
-class ArmDeployment:
-    """One deployment as ARM describes it, with the account it belongs to."""
-
-    subscription: str
-    resource_group: str
-    account: str
-    location: str
-    subdomain: str | None
-    account_tags: Mapping[str, str]
-    name: str
-    model_format: str
-    model_name: str
-    model_version: str
-    sku: str
-    capacity: int | None
-    current_capacity: int | None
-    provisioning_state: str
-    state: str | None  # deploymentState (newer API versions); None when ARM does not say
-    rate_limits: tuple[RateLimit, ...]
-
-    @property
-    def key(self) -> tuple[str, str, str]:
-        """(subscription, account, deployment): unique across the fleet, stable across refreshes."""
-        return self.subscription.lower(), self.account, self.name
-
-    @property
-    def probeable(self) -> bool:
-        """Provisioned and running: a canary can expect an answer."""
-        return self.provisioning_state == "Succeeded" and self.state in (None, "Running")
-
-
-@dataclass(frozen=True, slots=True)
-class CatalogModel:
-    location: str
-    name: str
-    version: str
-    lifecycle: str | None
-    retirement: date | None  # the inference deprecation date
-
-
-@dataclass(frozen=True, slots=True)
-class Quota:
-    subscription: str
-    location: str
-    name: str  # e.g. AIServices.GlobalStandard.claude-haiku-4-5
-    current: float
-    limit: float
-    unit: str
-
-
-@dataclass(frozen=True, slots=True)
-class Snapshot:
-    taken_at: datetime
-    deployments: tuple[ArmDeployment, ...]
-    catalog: tuple[CatalogModel, ...] = ()
-    quotas: tuple[Quota, ...] = ()
-    notes: tuple[str, ...] = ()  # what could not be read (catalogue, quota), in words
-
-    def retirement_of(self, d: ArmDeployment) -> date | None:
-        loc = _loc(d.location)
-        for m in self.catalog:
-            if _loc(m.location) == loc and m.name == d.model_name and m.version == d.model_version:
-                return m.retirement
-        return None
-
-    def lifecycle_of(self, d: ArmDeployment) -> str | None:
-        loc = _loc(d.location)
-        return next((m.lifecycle for m in self.catalog if _loc(m.location) == loc and m.name == d.model_name
-                     and m.version == d.model_version), None)
-
-    def quota_of(self, d: ArmDeployment) -> Quota | None:
-        """The subscription quota this deployment draws on: `AIServices.{sku}.{model}` in its location."""
-        loc, want = _loc(d.location), f"{d.sku}.{d.model_name}".lower()
-        for q in self.quotas:
-            if q.subscription.lower() == d.subscription.lower() and _loc(q.location) == loc \
-                    and q.name.lower().endswith(want):
-                return q
-        return None
-
-
-def _loc(location: str) -> str:
-    return location.replace(" ", "").lower()
 
 
 # --- reading ---------------------------------------------------------------------------------------------
@@ -166,14 +84,14 @@ class ArmReader:
             accounts += [(sub, a) for a in await _guard(self._accounts(sub), f"subscription {sub}")]
         lists = await asyncio.gather(*(self._deployments(sub, a, gate) for sub, a in accounts))
         deployments = tuple(d for found in lists for d in found)
-        places = sorted({(d.subscription, _loc(d.location)) for d in deployments})
+        places = sorted({(d.subscription, loc_key(d.location)) for d in deployments})
         notes: list[str] = []
         extras = await asyncio.gather(*(self._extras(sub, loc, gate, notes) for sub, loc in places))
         catalog: dict[tuple[str, str, str], CatalogModel] = {}
         quotas: list[Quota] = []
         for models, usage in extras:
             for m in models:
-                catalog.setdefault((_loc(m.location), m.name, m.version), m)
+                catalog.setdefault((loc_key(m.location), m.name, m.version), m)
             quotas += usage
         return Snapshot(taken_at, deployments, tuple(catalog.values()), tuple(quotas), tuple(notes))
 
@@ -321,41 +239,3 @@ def arm_credential(d: Discovery) -> Any:
     if d.credential == "managed_identity" or d.client_id:
         return ManagedIdentityCredential(client_id=d.client_id, **extra)
     return DefaultAzureCredential(**extra)
-
-
-def places(snapshot: Snapshot) -> Sequence[tuple[str, str]]:
-    return sorted({(d.subscription, _loc(d.location)) for d in snapshot.deployments})
-
-
-# --- kept across restarts ------------------------------------------------------------------------------
-
-
-def to_json(s: Snapshot) -> dict[str, Any]:
-    """The snapshot as plain JSON (the daemon keeps the last one in its store)."""
-    return {
-        "taken_at": s.taken_at.isoformat(),
-        "deployments": [{**{k: getattr(d, k) for k in ArmDeployment.__slots__ if k != "rate_limits"},
-                         "account_tags": dict(d.account_tags),
-                         "rate_limits": [[r.key, r.renewal_period_s, r.count] for r in d.rate_limits]}
-                        for d in s.deployments],
-        "catalog": [[m.location, m.name, m.version, m.lifecycle, m.retirement.isoformat() if m.retirement
-                     else None] for m in s.catalog],
-        "quotas": [[q.subscription, q.location, q.name, q.current, q.limit, q.unit] for q in s.quotas],
-        "notes": list(s.notes),
-    }
-
-
-def from_json(data: Any) -> Snapshot | None:
-    """A snapshot written by ``to_json``; None for anything else (an older or damaged record)."""
-    try:
-        return Snapshot(
-            taken_at=datetime.fromisoformat(data["taken_at"]),
-            deployments=tuple(
-                ArmDeployment(**{**d, "rate_limits": tuple(RateLimit(*r) for r in d["rate_limits"])})
-                for d in data["deployments"]),
-            catalog=tuple(CatalogModel(loc, n, v, lc, date.fromisoformat(r) if r else None)
-                          for loc, n, v, lc, r in data["catalog"]),
-            quotas=tuple(Quota(*q) for q in data["quotas"]),
-            notes=tuple(data["notes"]))
-    except (KeyError, TypeError, ValueError):
-        return None
