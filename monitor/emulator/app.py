@@ -22,7 +22,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import answers, wire
-from .arm import ArmApi
+from .arm_api import ArmApi
 from .scenario import Deployment, Fault, FaultKind, Scenario
 from .state import Emulator, LogEntry
 
