@@ -405,16 +405,21 @@ class Daemon:
             new = config_mod.load(self.opts.config_path)
         except ConfigError as exc:
             return self._reload_failed(str(exc))
-        if new.discovery != self.base_cfg.discovery:
+        live = self.live
+        if new.discovery != self.base_cfg.discovery:  # other subscriptions or filters: a fleet of its own
+            live = LiveFleet(new.discovery, self.store, self.telemetry, self.opts.now) \
+                if new.discovery else None
+        try:
+            added, removed = self._swap(merged(new, live.resources(new)) if live else new)
+        except Exception as exc:  # noqa: BLE001 - whatever the new config trips on, the old one keeps running
+            if live is not None and live is not self.live:
+                await live.close()
+            return self._reload_failed(f"cannot schedule the new config: {type(exc).__name__}: {exc}")
+        if live is not self.live:
             if self.live is not None:
                 await self.live.close()
-            self.live = LiveFleet(new.discovery, self.store, self.telemetry, self.opts.now) \
-                if new.discovery else None
+            self.live = live
             self._refresh_now.set()  # read the control plane with the new settings at once
-        try:
-            added, removed = self._swap(merged(new, self.live.resources(new)) if self.live else new)
-        except Exception as exc:  # noqa: BLE001 - whatever the new config trips on, the old one keeps running
-            return self._reload_failed(f"cannot schedule the new config: {type(exc).__name__}: {exc}")
         self.base_cfg = new
         self.telemetry.reloaded(True)
         self.reloads["ok"] += 1
