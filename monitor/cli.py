@@ -122,6 +122,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="send the weekly email now (last 7 days beside 30) with the email settings")
     p.add_argument("--to", action="append", metavar="ADDR",
                    help="with --email: send to ADDR instead of reports.weekly.recipients (repeatable)")
+    p = command("inventory", "list every Claude deployment the discovery section finds in Azure Resource "
+                "Manager: account, region, model and version, SKU, capacity, rate limits, state, days to "
+                "retirement, quota use", cmd_inventory)
+    p.add_argument("--format", choices=("text", "json"), default="text", help="output format")
     p = sub.add_parser("emulator", help="run the local Foundry emulator (for tests, demos and trials)",
                        description="Serve a faithful Foundry emulator: /anthropic/v1/messages with the "
                        "Azure error shapes, fault injection from a scenario file, a managed-identity token "
@@ -164,6 +168,68 @@ def load_config(args: argparse.Namespace) -> config_mod.Config:
     return config_mod.load(args.config or config_mod.default_path())
 
 
+def _read_control_plane(cfg: config_mod.Config) -> object:
+    """A snapshot of the discovery section's subscriptions (ArmError when ARM cannot be read)."""
+    from monitor.azure.arm import ArmReader, arm_credential
+
+    d = cfg.discovery
+    assert d is not None
+
+    async def read() -> object:
+        reader = ArmReader(d, arm_credential(d))
+        try:
+            return await reader.snapshot()
+        finally:
+            await reader.close()
+
+    return asyncio.run(read())
+
+
+def cmd_inventory(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from monitor.azure import inventory
+    from monitor.azure.arm import ArmError, Snapshot
+
+    cfg = load_config(args)
+    if cfg.discovery is None:
+        raise MonitorError(f"{cfg.source} has no discovery section: name the subscriptions to read "
+                           "(see the commented discovery section of checks.yaml)")
+    try:
+        snap = _read_control_plane(cfg)
+    except ArmError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    assert isinstance(snap, Snapshot)
+    rows = inventory.rows(snap, cfg.discovery, datetime.now(UTC))
+    if args.format == "json":
+        print(json.dumps({"taken_at": snap.taken_at.isoformat(), "deployments": rows,
+                          "unread": list(snap.notes)}, indent=2))
+        return EXIT_OK
+    print(f"{len(rows)} Claude deployment(s) in {len(cfg.discovery.subscriptions)} subscription(s), "
+          f"{sum(1 for r in rows if r['monitored'])} monitored")
+    if rows:
+        print(inventory.text_table(rows))
+    for note in snap.notes:
+        print(f"could not read {note}")
+    return EXIT_OK
+
+
+def _with_discovered(cfg: config_mod.Config) -> config_mod.Config:
+    """``cfg`` plus the deployments its discovery section finds (for `check`)."""
+    if cfg.discovery is None:
+        return cfg
+    from monitor.azure import inventory
+    from monitor.azure.arm import ArmError, Snapshot
+
+    try:
+        snap = _read_control_plane(cfg)
+    except ArmError as exc:
+        raise MonitorError(f"discovery: {exc}") from None
+    assert isinstance(snap, Snapshot)
+    return inventory.merged(cfg, inventory.resources(cfg, inventory.selected(snap, cfg.discovery)))
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     from .app import check_shard, parse_shard
 
@@ -180,6 +246,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
     for line in ingestion.describe(ingestion.estimate(cfg), exporting=bool(conn)):
         print(line)
     print(format_table(rows))
+    if cfg.discovery is not None:
+        d = cfg.discovery
+        print(f"discovery: every Claude deployment of {len(d.subscriptions)} subscription(s) "
+              f"({', '.join(d.subscriptions)}), refreshed every {format_duration(d.refresh)}, "
+              f"Entra ID ({d.credential}); `foundry-monitor inventory` lists them")
     return EXIT_OK
 
 
@@ -198,7 +269,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     from monitor.canary.fleet import build_fleet
     from monitor.canary.run import run_canary
 
-    cfg = load_config(args)
+    cfg = _with_discovered(load_config(args))
     only = set(args.deployment) if args.deployment else None
     if only:
         known = {dep.name for _, dep, _ in cfg.targets()}

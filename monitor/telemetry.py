@@ -284,6 +284,14 @@ class OtelTelemetry:
         self.logger.emit(timestamp=_ns(t.at), body=f"{t.key[1]}: {t.previous.value} -> {t.new.value}",
                          severity_number=SeverityNumber.INFO, attributes=attrs)
 
+    def event(self, name: str, attributes: Mapping[str, Any], at: datetime) -> None:
+        """One custom event (AppEvents `Name` = ``name``): the control plane's fleet changes, drift and
+        retirement warnings. Attribute keys are prefixed ``foundry_monitor.``; None values are left out."""
+        attrs: dict[str, Any] = {"microsoft.custom_event.name": name,
+                                 "foundry_monitor.location": self.location}
+        attrs.update({f"foundry_monitor.{k}": v for k, v in attributes.items() if v is not None})
+        self.logger.emit(timestamp=_ns(at), body=name, severity_number=SeverityNumber.INFO, attributes=attrs)
+
     def reloaded(self, ok: bool) -> None:
         self._last_reload_ok = int(ok)
         self.reloads.add(1, {"foundry_monitor.location": self.location,

@@ -49,6 +49,7 @@ ROLE_IDS = {
     "Monitoring Metrics Publisher": "3913510d-42f4-4e42-8a64-420c390055eb",
     "Log Analytics Reader": "73c42c96-874c-492b-b04d-ab87d138a893",
     "Key Vault Secrets User": "4633458b-17de-408a-b874-0445c86b69e6",
+    "Reader": "acdd72a7-3385-48ef-bd42-f606fba81ae7",  # discovery reads the control plane
 }
 
 

@@ -267,3 +267,19 @@ def test_telemetry_debug_prints_spans_and_records_to_stderr(tmp_path: Path, monk
     err = capsys.readouterr().err
     assert tel.exporter_names == ["prometheus", "console"]
     assert '"name": "chat dep"' in err and "req_console" in err and "gen_ai.client.operation.duration" in err
+
+
+def test_control_plane_changes_land_as_custom_events_with_before_and_after() -> None:
+    with capture_server() as cap:
+        tel = telemetry_to(cap)
+        tel.event("foundry_monitor.drift", {"change": "drift", "account": "team-a", "deployment": "haiku",
+                                            "field": "capacity", "before": "50", "after": "80",
+                                            "subscription": None}, datetime.now(UTC))
+        tel.shutdown()
+        (event_envelope,) = cap.of_type("EventData")
+    ev = base_data(event_envelope)
+    assert ev["name"] == "foundry_monitor.drift"
+    props = ev["properties"]
+    assert (props["foundry_monitor.field"], props["foundry_monitor.before"], props["foundry_monitor.after"]) \
+        == ("capacity", "50", "80")
+    assert props["foundry_monitor.location"] == "westeurope" and "foundry_monitor.subscription" not in props

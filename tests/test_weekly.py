@@ -26,7 +26,7 @@ from monitor import config as config_mod
 from monitor.notify import Email, NotifyError
 from monitor.notify.acs import AcsNotifier
 from monitor.notify.smtp import SmtpNotifier
-from monitor.notify.weekly import JOB, WeeklyJob, compose, due
+from monitor.notify.weekly import JOB, WeeklyJob, compose, control_plane_lines, due
 from monitor.reports.build import build_report
 from monitor.reports.local import LocalSource
 from monitor.reports.model import Report
@@ -349,3 +349,26 @@ def test_email_charts_draw_their_labels() -> None:
     labelled = png(charts.bar_chart("Canary cost per day", ["2026-11-01", "2026-11-02"], [1.0, 2.0]))
     blank = png(charts.bar_chart("", ["", ""], [1.0, 2.0]))
     assert labelled.startswith(b"\x89PNG") and labelled != blank  # the title and labels became pixels
+
+
+def test_the_weeks_drift_and_retirement_warnings_are_a_section_of_the_email(
+        tmp_path: Path, reports: tuple[Report, Report]) -> None:
+    store = Store.open(tmp_path / "r.sqlite3")
+    sub = "00000000-0000-0000-0000-00000000000a"
+    store.add_inventory_events(NOW - timedelta(days=2), [
+        {"kind": "drift", "subscription": sub, "account": "team-a", "deployment": "haiku",
+         "field": "capacity",
+         "before": "50", "after": "80"},
+        {"kind": "retirement", "subscription": sub, "account": "team-a", "deployment": "sonnet",
+         "field": "30", "before": "claude-sonnet-4-5 20250929", "after": "2026-12-20"}])
+    store.add_inventory_events(NOW - timedelta(days=9), [  # the week before: not in this email
+        {"kind": "added", "subscription": sub, "account": "team-a", "deployment": "old"}])
+    lines = control_plane_lines(store, NOW - timedelta(days=7), NOW)
+    store.close()
+    assert [line.split(" ", 1)[1] for line in lines] == [
+        "team-a/sonnet: model claude-sonnet-4-5 20250929 retires on 2026-12-20 (30 days or less left)",
+        "team-a/haiku: capacity changed from 50 to 80"]
+    week, month = reports
+    mail = compose(week, month, USER, ("team@example.com",), lines)
+    assert "Changes in Azure" in mail.text and "capacity changed from 50 to 80" in mail.text
+    assert "retires on 2026-12-20" in mail.html

@@ -5,7 +5,7 @@
 // exactly what Azure runs. Thresholds live in the rules (parameters below), never inside the KQL.
 // How to deploy and tune: docs/alerts.md.
 
-metadata description = 'foundry-monitor alerts: deployment down, auth failures, throttling, latency and TTFT, multi-location failures, silent monitor, canary spend; real traffic per deployment from platform metrics (429, 5xx, availability)'
+metadata description = 'foundry-monitor alerts: deployment down, auth failures, throttling, latency and TTFT, multi-location failures, silent monitor, canary spend, control-plane drift, model retirement; real traffic per deployment from platform metrics (429, 5xx, availability)'
 
 targetScope = 'resourceGroup'
 
@@ -326,6 +326,34 @@ var rules = [
     threshold: silentMinutes
     dimensions: perDaemon
     description: 'A monitor daemon has sent no availability result for ${silentMinutes} minutes or more, so its deployments are not being watched. A log alert cannot fire on missing rows, so the query looks back one day (query time range overridden to P1D) to list every daemon (AppRoleInstance, the service.instance.id, at its Location) and measures the minutes since its last result. What to do: check that the daemon runs (foundry-monitor health, its container or service logs), its telemetry connection string and ingestion identity, and the telemetry offline storage under its data directory. A daemon retired on purpose keeps this alert open until its last result is a day old.'
+  }
+  {
+    name: 'deployment-drift'
+    displayName: 'Claude deployment changed in Azure (drift)'
+    severity: 3
+    evaluationFrequency: 'PT15M'
+    windowSize: 'PT1H'
+    overrideQueryTimeRange: null
+    query: loadTextContent('kql/deployment-drift.kql')
+    metricMeasureColumn: 'changes'
+    operator: 'GreaterThan'
+    threshold: 0
+    dimensions: perDeployment
+    description: 'A Claude deployment found by discovery changed in Azure Resource Manager: its model version, SKU, capacity, rate limits or state (the search results list each field with its value before and after). What to do: confirm the change was intended (an automatic model upgrade, a capacity edit, a paused deployment); a lower capacity or rate limit explains new 429s, a new model version new latency or answers. foundry-monitor inventory shows the deployment as it is now.'
+  }
+  {
+    name: 'model-retirement'
+    displayName: 'Claude model retiring soon (90, 30 or 7 days)'
+    severity: 2
+    evaluationFrequency: 'PT15M'
+    windowSize: 'PT1H'
+    overrideQueryTimeRange: null
+    query: loadTextContent('kql/model-retirement.kql')
+    metricMeasureColumn: 'warnings'
+    operator: 'GreaterThan'
+    threshold: 0
+    dimensions: perDeployment
+    description: 'The model version behind a discovered Claude deployment retires within threshold_days (90, 30 or 7) according to the model catalogue of its region (retires_on). What to do: plan the move to a newer model version (deploy it, test it, switch clients) before the date; after retirement the deployment stops answering. foundry-monitor inventory lists days to retirement for every deployment.'
   }
   {
     name: 'canary-spend'

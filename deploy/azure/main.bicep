@@ -72,6 +72,9 @@ param authMode string = 'entra'
 @description('Assign Cognitive Services User on the Foundry resource to the identity (authMode entra). The Foundry resource must then be in this resource group; otherwise set false and assign the role yourself.')
 param assignFoundryRole bool = true
 
+@description('Discovery: assign Reader on this resource group to the identity, so a `discovery` section in checks.yaml can read the Claude deployments, model retirement dates and quota from Azure Resource Manager.')
+param assignDiscoveryReader bool = false
+
 @description('Time between canaries of one deployment (checks.yaml defaults.interval).')
 param interval string = '60s'
 
@@ -142,6 +145,7 @@ var roles = {
   logAnalyticsReader: '73c42c96-874c-492b-b04d-ab87d138a893'
   keyVaultSecretsUser: '4633458b-17de-408a-b874-0445c86b69e6'
   acrPull: '7f951dda-4ed3-4680-a7ca-43fe172d538d'
+  reader: 'acdd72a7-3385-48ef-bd42-f606fba81ae7'
 }
 
 var port = 9464
@@ -372,6 +376,18 @@ resource cognitiveServicesUser 'Microsoft.Authorization/roleAssignments@2022-04-
   scope: foundry
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.cognitiveServicesUser)
+    principalId: identity.properties.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// Discovery (checks.yaml `discovery`): the identity lists the Foundry accounts, deployments, model catalogue and
+// quota of this resource group through Azure Resource Manager. For whole subscriptions, assign Reader there:
+// az role assignment create --role Reader --scope /subscriptions/ID --assignee-object-id <principalId>.
+resource discoveryReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (assignDiscoveryReader) {
+  name: guid(resourceGroup().id, identity.id, roles.reader)
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.reader)
     principalId: identity.properties.principalId
     principalType: 'ServicePrincipal'
   }

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import httpx
@@ -103,14 +104,24 @@ def environment_proxy(url: str) -> str | None:
     return proxies.get(target.scheme) or proxies.get("all")
 
 
+Clients = tuple[httpx.AsyncBaseTransport, AuthProvider]
+
+
 def build_fleet(cfg: Config, only: set[str] | None = None, shard: tuple[int, int] | None = None,
-                max_concurrency: int = POOL_PER_RESOURCE) -> Fleet:
+                max_concurrency: int = POOL_PER_RESOURCE,
+                reuse: Callable[[Resource], Clients | None] | None = None) -> Fleet:
     """A connection pool per resource as large as the canaries that may be in flight at once: a canary
-    waiting for a pooled connection would spend its timeout queueing and be stored as a timeout."""
+    waiting for a pooled connection would spend its timeout queueing and be stored as a timeout.
+    ``reuse`` may hand over a resource's clients from the fleet this one replaces (a new transport costs
+    tens of milliseconds for its TLS context, a new credential a token request)."""
     fleet = Fleet(build_targets(cfg, only, shard))
     used = {t.resource for t in fleet.targets}
     for res in cfg.resources:
         if res.name in used:
+            kept = reuse(res) if reuse is not None else None
+            if kept is not None:
+                fleet.transports[res.name], fleet.auths[res.name] = kept
+                continue
             fleet.transports[res.name] = build_transport(res.messages_url,
                                                          max(POOL_PER_RESOURCE, max_concurrency))
             fleet.auths[res.name] = build_auth(res)

@@ -14,8 +14,10 @@ from .models import (
     CheckSettings,
     Config,
     Deployment,
+    Discovery,
     Email,
     EntraAuth,
+    Override,
     Reports,
     Resource,
     Server,
@@ -28,6 +30,6 @@ from .secrets import Secret
 
 __all__ = [
     "DEFAULT_PROMPT", "DEFAULT_SCOPE", "MAX_DURATION", "Acs", "Auth", "Budget", "CheckSettings", "Config",
-    "Deployment", "Email", "EntraAuth", "Reports", "Resource", "Secret", "Server", "Smtp", "Store",
-    "Telemetry", "Weekly", "default_path", "load", "loads",
+    "Deployment", "Discovery", "Email", "EntraAuth", "Override", "Reports", "Resource", "Secret", "Server",
+    "Smtp", "Store", "Telemetry", "Weekly", "default_path", "load", "loads",
 ]

@@ -163,6 +163,46 @@ class AzureExport(_Model):
 
     spans: Literal["failures", "all", "none"] = "failures"  # failed and slow canaries only, by default
     metrics: Literal["daemon", "all", "none"] = "daemon"  # per-deployment series stay in Prometheus
+class Override(_Model):
+    """`discovery.overrides[]`: any `defaults` key (and `budget`, `model`) for discovered deployments whose
+    name matches the shell-style pattern `match`; the first matching entry wins."""
+
+    match: str = Field(min_length=1)
+    model: str | None = None
+    budget: Budget | None = None
+    interval: Duration | None = None
+    timeout: Duration | None = None
+    stream: bool | None = None
+    max_tokens: int | None = Field(default=None, ge=1, le=4096)
+    prompt: str | None = Field(default=None, min_length=1, max_length=4000)
+    confirm: int | None = Field(default=None, ge=0, le=10)
+    confirm_interval: Duration | None = None
+    failure_threshold: int | None = Field(default=None, ge=1, le=100)
+    success_threshold: int | None = Field(default=None, ge=1, le=100)
+    latency_slo: Duration | None = None
+    ttft_slo: Duration | None = None
+
+
+DEFAULT_ARM_ENDPOINT = "https://management.azure.com"
+
+
+class Discovery(_Model):
+    """Every Claude deployment of the named subscriptions, read from Azure Resource Manager."""
+
+    subscriptions: list[str] = Field(min_length=1)
+    resource_groups: list[str] = Field(default_factory=list)  # empty: the whole subscription
+    tags: dict[str, str] = Field(default_factory=dict)  # an account must carry every one of these tags
+    include: list[str] = Field(default_factory=lambda: ["*"])  # deployment name patterns (fnmatch)
+    exclude: list[str] = Field(default_factory=list)
+    overrides: list[Override] = Field(default_factory=list)
+    refresh: Duration = 600.0
+    credential: Literal["default", "managed_identity"] = "default"  # for ARM and the discovered canaries
+    client_id: str | None = None  # a user-assigned managed identity
+    scope: str = DEFAULT_SCOPE  # the token scope of the discovered deployments' canaries
+    arm_endpoint: str = DEFAULT_ARM_ENDPOINT  # sovereign clouds, or a stand-in in tests
+    ca_file: str | None = None  # a private CA for ARM and the token endpoint (a TLS-inspecting proxy)
+    endpoint: str | None = None  # the canaries' base URL instead of https://{subdomain}.services.ai.azure.com/
+    #                              anthropic/; `{subdomain}` is replaced (tests point it at the emulator)
 
 
 class Telemetry(_Model):
@@ -266,7 +306,8 @@ class Config(_Model):
     data_dir: str = "./data"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     defaults: CheckSettings = CheckSettings()
-    resources: list[Resource] = Field(min_length=1)
+    resources: list[Resource] = Field(default_factory=list)  # required unless `discovery` is set
+    discovery: Discovery | None = None
     telemetry: Telemetry = Telemetry()
     store: Store = Store()
     server: Server = Server()

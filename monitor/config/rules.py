@@ -17,6 +17,11 @@ _RESOURCE_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?")
 def rules(cfg: Config, doc: Document) -> Iterator[ConfigProblem]:
     """Checks that span several keys; each problem points at the key to change."""
     yield from _email_rules(cfg, doc)
+    if not cfg.resources and cfg.discovery is None:
+        yield doc.problem(("resources",), "required key is missing (list resources, or add a discovery "
+                                          "section)")
+    if cfg.discovery is not None:
+        yield from _discovery_rules(cfg, doc)
     seen_resources: dict[str, int] = {}
     said: set[KeyPath] = set()  # a bad `defaults` pair is reported once, not once per deployment
     for i, res in enumerate(cfg.resources):
@@ -99,3 +104,34 @@ def _endpoint_rules(res: Resource, doc: Document, at: KeyPath) -> Iterator[Confi
             "expected a URL like https://NAME.services.ai.azure.com/anthropic/, "
             f'got "{doc.as_written((*at, "base_url"), res.base_url)}"',
         )
+
+
+def _discovery_rules(cfg: Config, doc: Document) -> Iterator[ConfigProblem]:
+    d = cfg.discovery
+    assert d is not None
+    at: KeyPath = ("discovery",)
+    for i, sub in enumerate(d.subscriptions):
+        if not _GUID.fullmatch(sub.strip()):
+            written = doc.as_written((*at, "subscriptions", i), sub)
+            yield doc.problem((*at, "subscriptions", i), "expected a subscription id (a GUID like "
+                              f'00000000-0000-0000-0000-000000000000), got "{written}"')
+    if not re.match(r"https://[^/\s]+", d.arm_endpoint):
+        written = doc.as_written((*at, "arm_endpoint"), d.arm_endpoint)
+        yield doc.problem((*at, "arm_endpoint"), "expected an https URL (bearer tokens go over https only), "
+                                                 f'got "{written}"')
+    if d.endpoint is not None and not re.match(r"https?://[^/\s]+", d.endpoint):
+        written = doc.as_written((*at, "endpoint"), d.endpoint)
+        yield doc.problem((*at, "endpoint"), "expected a URL like https://{subdomain}.services.ai.azure.com/"
+                                             f'anthropic/, got "{written}"')
+    said: set[KeyPath] = set()
+    for i, o in enumerate(d.overrides):
+        interval = o.interval or cfg.defaults.interval
+        timeout = o.timeout or cfg.defaults.timeout
+        where: KeyPath = (*at, "overrides", i, "interval" if o.interval is not None else "timeout")
+        if interval < timeout and (o.interval is not None or o.timeout is not None) and where not in said:
+            said.add(where)
+            yield doc.problem(where, f"interval ({interval:g}s) is shorter than the timeout ({timeout:g}s); "
+                                     "a canary could overlap the next one")
+
+
+_GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")

@@ -20,7 +20,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from monitor import config as config_mod
-from monitor.canary.fleet import Fleet, build_fleet
+from monitor.azure.inventory import merged
+from monitor.canary.fleet import Clients, Fleet, build_fleet
 from monitor.canary.pricing import cost_usd
 from monitor.canary.results import CanaryResult, FailureKind
 from monitor.errors import ConfigError, LeaseHeld, MonitorError, StoreError
@@ -31,6 +32,7 @@ from monitor.store.sqlite import Store, result_row
 
 from . import views
 from .health import Change, HealthTracker, Incident, Key, State, Transition
+from .live import LiveFleet
 from .scheduler import CanaryScheduler
 from .server import bound_port, build_app, build_server
 from .writer import ResultWriter
@@ -45,6 +47,7 @@ SNAPSHOT_EVERY_S = 15.0
 PRUNE_EVERY_S = 3600.0
 WEEKLY_EVERY_S = 60.0  # how often the weekly email schedule is checked
 TICK_S = 1.0
+FIRST_REFRESH_S = 30.0  # at start, how long the canaries wait for a first read of the control plane
 STOP_BUDGET_S = 15.0  # SIGTERM to exit
 CANARY_GRACE_S = 10.0  # part of it for canaries in flight; then they are cancelled (and recorded so)
 STORE_STOP_S = 4.0  # part of it for the results still queued
@@ -67,6 +70,8 @@ class Telemetry(Protocol):
 
     def reloaded(self, ok: bool) -> None: ...
 
+    def event(self, name: str, attributes: Mapping[str, Any], at: datetime) -> None: ...
+
     def metrics(self) -> bytes: ...
 
     def shutdown(self, timeout_s: float = 10.0) -> None: ...
@@ -82,6 +87,8 @@ class NullTelemetry:
     def transition(self, t: Transition) -> None: ...
 
     def reloaded(self, ok: bool) -> None: ...
+
+    def event(self, name: str, attributes: Mapping[str, Any], at: datetime) -> None: ...
 
     def metrics(self) -> bytes:
         return b""
@@ -105,10 +112,12 @@ class Daemon:
     def __init__(self, cfg: config_mod.Config, store: Store, opts: Options,
                  telemetry: Telemetry | None = None, lease: Lease | None = None,
                  recovery: Recovery | None = None) -> None:
-        self.cfg = cfg
+        self.base_cfg = cfg  # as written; self.cfg adds the discovered resources (the config that runs)
         self.opts = opts
         self.store = store
         self.telemetry: Telemetry = telemetry or NullTelemetry()
+        self.live = LiveFleet(cfg.discovery, store, self.telemetry, opts.now) if cfg.discovery else None
+        self.cfg = merged(cfg, self.live.resources(cfg)) if self.live else cfg  # the last fleet at first
         self.writer = ResultWriter(store, max_pending=cfg.store.max_pending)
         self.lease = lease  # held on the store while running (released at stop); None: not checked
         self.recovery = recovery  # the damaged store moved aside at start, if any
@@ -117,8 +126,9 @@ class Daemon:
         # its own snapshot (per shard and location); until it has one, the one replicas used to share
         snapshot = store.get_state(self._snapshot_name()) or store.get_state("health")
         self.health = HealthTracker.restore(snapshot or {})
+
         self.health.reconcile(_stored_incidents(store))
-        self.fleet = build_fleet(cfg, shard=opts.shard, max_concurrency=opts.max_concurrency)
+        self.fleet = build_fleet(self.cfg, shard=opts.shard, max_concurrency=opts.max_concurrency)
         self.scheduler = CanaryScheduler(self.fleet, self, max_concurrency=opts.max_concurrency,
                                          location=opts.location, now=opts.now,
                                          rng=random.Random(opts.seed))  # noqa: S311 - jitter only
@@ -137,6 +147,8 @@ class Daemon:
         self._stop = asyncio.Event()
         self._reload = asyncio.Event()
         self._retired: list[tuple[float, Fleet]] = []  # (close at, fleet) replaced by a reload
+        self._refresh_now = asyncio.Event()  # the live fleet wants an early refresh
+        self._maybe_gone_keys: set[Key] = set()
         self.weekly = self._weekly_job()
         from monitor.reports.status_page import AzureToday
 
@@ -161,6 +173,8 @@ class Daemon:
     def confirmed(self, r: CanaryResult) -> None:
         target = self.fleet.by_key.get((r.resource, r.deployment))
         if target is None:  # removed by a reload while it ran
+            return
+        if self._maybe_gone(r):
             return
         change = self.health.observe(r, target.settings, self.opts.now())
         if change is not None:
@@ -228,6 +242,21 @@ class Daemon:
             out["recovered_from_damage"] = {"moved_to": self.recovery.damaged, "error": self.recovery.error}
         return out
 
+    def _maybe_gone(self, r: CanaryResult) -> bool:
+        """A discovered deployment answering DeploymentNotFound may have been deleted: the first such
+        answer since the last refresh does not count, and the control plane is read again soon, so a
+        deleted deployment is reported as removed, never as down."""
+        if self.live is None or r.kind is not FailureKind.DEPLOYMENT_NOT_FOUND \
+                or r.resource not in self.live.owners.values():
+            return False
+        key = (r.resource, r.deployment)
+        if key in self._maybe_gone_keys:
+            return False
+        self._maybe_gone_keys.add(key)
+        self.live.soon(asyncio.get_running_loop().time())
+        self._refresh_now.set()
+        return True
+
     # --- StatusSource ----------------------------------------------------------------------------
 
     def alive(self) -> bool:
@@ -253,7 +282,14 @@ class Daemon:
             "open_incidents": [views.incident(i) for i in self.health.open_incidents()],
             "reloads": {**self.reloads, "last_ok": self.last_reload_ok, "last_error": self.last_reload_error},
             "store": self.store_status(),
+            **self._discovery_status(states),
         }
+
+    def _discovery_status(self, states: Mapping[Key, Any]) -> dict[str, Any]:
+        if self.live is None:
+            return {}
+        throttled = {k for k, v in states.items() if v.state is State.THROTTLED}
+        return {"discovery": self.live.status(), "inventory": self.live.inventory(throttled)}
 
     def page(self) -> str:
         """The status page (runs in a worker thread: it reads recent results and the last day's rollups)."""
@@ -300,6 +336,11 @@ class Daemon:
         self._announce_store()
         self._announce_takeover()
         self.writer.start()
+        if self.live is not None and self.live.snapshot is None:
+            # the first round includes the discovered deployments, unless ARM is slow: then they join
+            # at the refresh that completes (hand-listed deployments do not wait longer than this)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._refresh(), FIRST_REFRESH_S)
         self._expect_all()
         self._tell_telemetry()
         _freeze_startup_objects()  # before the first canary is due: the collection it starts with pauses
@@ -383,6 +424,10 @@ class Daemon:
             if self._reload.is_set():
                 self._reload.clear()
                 await self.reload()
+            if self.live is not None and (self._refresh_now.is_set() or self.live.due(clock())):
+                self._refresh_now.clear()
+                if self.live.due(clock()):
+                    await self._refresh()
             await self._close_retired()
             for t in self.health.check_silence(self.opts.now()):
                 self._log_transition(t)
@@ -395,7 +440,8 @@ class Daemon:
                 last_snapshot = clock()
 
     async def _wait_any(self) -> None:
-        waits = [asyncio.create_task(self._stop.wait()), asyncio.create_task(self._reload.wait())]
+        waits = [asyncio.create_task(self._stop.wait()), asyncio.create_task(self._reload.wait()),
+                 asyncio.create_task(self._refresh_now.wait())]
         try:
             await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -446,6 +492,8 @@ class Daemon:
             await asyncio.wait_for(self._save_snapshot(), left(1.0))
         await self.fleet.aclose()
         await self._close_retired(everything=True)
+        if self.live is not None:
+            await self.live.close()
         with contextlib.suppress(TimeoutError):  # what is not sent stays in offline storage for next time
             await asyncio.wait_for(asyncio.to_thread(self.telemetry.shutdown, left(TELEMETRY_FLUSH_S)),
                                    left(TELEMETRY_FLUSH_S) + 0.2)
@@ -463,13 +511,43 @@ class Daemon:
             new = config_mod.load(self.opts.config_path)
         except ConfigError as exc:
             return self._reload_failed(str(exc))
-        old_fleet = self.fleet
+        live = self.live
+        if new.discovery != self.base_cfg.discovery:  # other subscriptions or filters: a fleet of its own
+            live = LiveFleet(new.discovery, self.store, self.telemetry, self.opts.now) \
+                if new.discovery else None
         try:
-            fleet = build_fleet(new, shard=self.opts.shard, max_concurrency=self.opts.max_concurrency)
-            added, removed = self.scheduler.replace(fleet)
+            added, removed = self._swap(merged(new, live.resources(new)) if live else new)
         except Exception as exc:  # noqa: BLE001 - whatever the new config trips on, the old one keeps running
-            self.scheduler.replace(old_fleet)
+            if live is not None and live is not self.live:
+                await live.close()
             return self._reload_failed(f"cannot schedule the new config: {type(exc).__name__}: {exc}")
+        if live is not self.live:
+            if self.live is not None:
+                await self.live.close()
+            self.live = live
+            self._refresh_now.set()  # read the control plane with the new settings at once
+        self.base_cfg = new
+        self.telemetry.reloaded(True)
+        self.reloads["ok"] += 1
+        self.last_reload_ok, self.last_reload_error = True, None
+        event(log, logging.INFO, "config reloaded", event="reload", ok=True, added=len(added),
+              removed=len(removed), deployments=len(self.fleet.targets))
+        return True
+
+    def _swap(self, new: config_mod.Config) -> tuple[list[Key], list[Key]]:
+        """Run ``new``: new deployments are scheduled, removed ones stop (their health is forgotten, not
+        marked down), unchanged ones keep their schedule and state. Raises with the old config running."""
+        old_fleet = self.fleet
+        taken: dict[str, Clients] = {}
+        try:
+            fleet = build_fleet(new, shard=self.opts.shard, max_concurrency=self.opts.max_concurrency,
+                                reuse=_reuse_clients(self.cfg, old_fleet, taken))
+            added, removed = self.scheduler.replace(fleet)
+        except Exception:
+            for name, (transport, auth) in taken.items():  # the old fleet runs on: give its clients back
+                old_fleet.transports[name], old_fleet.auths[name] = transport, auth
+            self.scheduler.replace(old_fleet)
+            raise
         self.cfg, self.fleet = new, fleet
         for key in removed:
             if key not in fleet.by_key:
@@ -479,16 +557,39 @@ class Daemon:
                                   closed.ended_at)
         self._expect_all()
         self._tell_telemetry()
-        self.telemetry.reloaded(True)
-        self.reloads["ok"] += 1
-        self.last_reload_ok, self.last_reload_error = True, None
-        event(log, logging.INFO, "config reloaded", event="reload", ok=True, added=len(added),
-              removed=len(removed), deployments=len(fleet.targets))
         # canaries already running on the old clients finish first; shutdown closes whatever is still here
         grace = max((t.settings.timeout for t in old_fleet.targets), default=1.0) + 1.0
         self._retired.append((asyncio.get_running_loop().time() + grace, old_fleet))
         gc.unfreeze()  # frozen again once the old fleet is closed and collected (_close_retired)
-        return True
+        return added, removed
+
+    async def _refresh(self) -> None:
+        """Read the control plane; when the discovered fleet changed, run it (a failed read keeps it)."""
+        assert self.live is not None
+        try:
+            found = await self.live.refresh(self.base_cfg, asyncio.get_running_loop().time())
+        except Exception as exc:  # noqa: BLE001 - a bug in reading ARM must not stop the canaries
+            event(log, logging.ERROR, "discovery refresh failed; the last known fleet keeps running",
+                  event="discovery", ok=False, error=f"{type(exc).__name__}: {exc}")
+            found = None
+        if found is None:
+            return
+        self._maybe_gone_keys.clear()  # read again: a deployment still listed that answers 404 now counts
+        new = merged(self.base_cfg, found)
+        if new.resources == self.cfg.resources:
+            return
+        try:
+            added, removed = self._swap(new)
+        except Exception as exc:  # noqa: BLE001 - the last fleet keeps running
+            event(log, logging.ERROR, "cannot schedule the discovered fleet; the last one keeps running",
+                  event="discovery", ok=False, error=f"{type(exc).__name__}: {exc}")
+            return
+        gone = [k for k in removed if k not in self.fleet.by_key]
+        new_keys = [k for k in added if k not in set(removed)]
+        event(log, logging.INFO, "discovered fleet changed", event="fleet", added=len(new_keys),
+              removed=len(gone), deployments=len(self.fleet.targets),
+              added_names=[f"{k[0]}/{k[1]}" for k in new_keys][:20],
+              removed_names=[f"{k[0]}/{k[1]}" for k in gone][:20])
 
     def _reload_failed(self, error: str) -> bool:
         self.reloads["failed"] += 1
@@ -523,6 +624,25 @@ class Daemon:
             event(log, logging.WARNING, "the HTTP server listens beyond loopback without "
                   "server.bearer_token; /status and /debug are open to anyone who can reach it",
                   event="exposure", host=host)
+
+
+def _reuse_clients(old_cfg: config_mod.Config, old: Fleet,
+                   taken: dict[str, Clients]) -> Callable[[config_mod.Resource], Clients | None]:
+    """A resource whose endpoint and credentials did not change keeps its connection pool and credential
+    across a reload or a discovery refresh: its canaries keep their warm connections and cached token,
+    and the swap builds no TLS context (tens of milliseconds each: 2 s for 50 accounts). What is handed
+    over is taken out of the old fleet (which closes the rest) and noted in ``taken``."""
+    before = {r.name: (r.endpoint, r.auth, r.api_key_header) for r in old_cfg.resources}
+
+    def reuse(res: config_mod.Resource) -> Clients | None:
+        name = res.name
+        if name not in old.transports or name not in old.auths \
+                or before.get(name) != (res.endpoint, res.auth, res.api_key_header):
+            return None
+        taken[name] = (old.transports.pop(name), old.auths.pop(name))
+        return taken[name]
+
+    return reuse
 
 
 def _stored_incidents(store: Store) -> list[Incident]:

@@ -22,6 +22,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import answers, metrics_api, wire
+from .arm_api import ArmApi
 from .scenario import AzureResource, Deployment, Fault, FaultKind, Scenario
 from .state import Emulator, LogEntry
 
@@ -67,6 +68,7 @@ def build_app(emu: Emulator, stopping: asyncio.Event) -> ASGIApp:
         Route("/_emulator/background", api.post_background, methods=["POST"]),
         Route("/_emulator/azure", api.put_azure, methods=["PUT"]),
         Route(metrics_api.PATH, api.azure_metrics, methods=["GET"]),
+        *ArmApi(emu.arm, emu.token_audience, on_change=emu.sync_arm).routes(),
         Route("/{path:path}", api.anything_else,
               methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]),
     ]

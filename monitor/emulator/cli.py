@@ -18,6 +18,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scenario", metavar="FILE",
                         help="scenario YAML: deployments, latency, rate limits, faults (default: the four "
                              "catalogue models, healthy)")
+    parser.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"),
+                        help="serve https with this certificate chain and key (the ARM endpoints need it: "
+                             "azure-core sends bearer tokens over https only)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -31,8 +34,9 @@ def main(args: argparse.Namespace) -> int:
 
     previous = signal.signal(signal.SIGTERM, _stop)
     try:
-        with EmulatorServer(scenario, host=args.host, port=args.port) as emu:
-            names = ", ".join(d.name for d in scenario.deployments) or "(none)"
+        tls = (args.tls[0], args.tls[1]) if getattr(args, "tls", None) else None
+        with EmulatorServer(scenario, host=args.host, port=args.port, tls=tls) as emu:
+            names = ", ".join(d.name for d in emu.state.current().deployments) or "(none)"
             env = emu.identity_env()
             print(f"Foundry emulator listening on {emu.root}\n"
                   f"  base URL     {emu.base_url}\n"
@@ -41,6 +45,8 @@ def main(args: argparse.Namespace) -> int:
                   f"  identity     IDENTITY_ENDPOINT={env['IDENTITY_ENDPOINT']} "
                   f"IDENTITY_HEADER={env['IDENTITY_HEADER']}\n"
                   f"  admin        {emu.root}/_emulator/log, /_emulator/scenario\n"
+                  + (f"  ARM          {emu.root} ({len(scenario.arm.subscriptions)} subscription(s); "
+                     "discovery.arm_endpoint)\n" if scenario.arm.subscriptions else "") +
                   "Ctrl-C stops it.", flush=True)
             try:
                 while not stop.wait(0.5):

@@ -13,6 +13,7 @@ import uvicorn
 from monitor.errors import MonitorError
 
 from .app import build_app
+from .arm import ArmDeployment, ArmFault, ArmModel
 from .scenario import Fault, Scenario, load
 from .state import Emulator
 
@@ -30,14 +31,15 @@ class _Server(uvicorn.Server):
 class EmulatorServer:
     """The emulator on ``host:port`` (port 0: a free one) in a thread of its own.
 
+    ``state`` lets a second server (say plain http beside https) serve the same deployments and tokens.
     ``with EmulatorServer(scenario=...) as emu:`` gives ``emu.base_url`` (ending in ``/anthropic/``),
     ``emu.api_key``, ``emu.log()`` and the admin operations as methods.
     """
 
     def __init__(self, scenario: str | Path | dict[str, Any] | Scenario | None = None,
                  host: str = "127.0.0.1", port: int = 0, *,
-                 tls: tuple[str, str] | None = None) -> None:
-        self.state = Emulator(load(scenario))
+                 tls: tuple[str, str] | None = None, state: Emulator | None = None) -> None:
+        self.state = state if state is not None else Emulator(load(scenario))  # shared: one over https
         self.host = host
         self._port = port
         self.tls = tls  # (certificate chain file, key file): serve https
@@ -157,3 +159,21 @@ class EmulatorServer:
         """The ARM resource ID the emulator answers platform metrics for (its `root` is the ARM host)."""
         return (f"/subscriptions/{subscription}/resourceGroups/{group}/providers/"
                 f"Microsoft.CognitiveServices/accounts/{self.state.scenario.azure.account}")
+    # -- the control plane (ARM), in-process -------------------------------------------------------------
+    def arm_put_deployment(self, subscription: str, account: str, name: str, **fields: Any) -> ArmDeployment:
+        """Add a deployment to an account, or change some of its fields (version, capacity, state ...)."""
+        dep = self.state.arm.put_deployment(subscription, account, name, fields)
+        self.state.sync_arm()
+        return dep
+
+    def arm_remove_deployment(self, subscription: str, account: str, name: str) -> bool:
+        gone = self.state.arm.remove_deployment(subscription, account, name)
+        self.state.sync_arm()
+        return gone
+
+    def arm_put_model(self, location: str, name: str, version: str, **fields: Any) -> ArmModel:
+        return self.state.arm.put_model(location, name, version, fields)
+
+    def arm_fault(self, status: int | None, retry_after: float | None = None) -> None:
+        """Every ARM call answers ``status`` (403, 429 ...) until called with None."""
+        self.state.arm.fault = None if status is None else ArmFault(status=status, retry_after=retry_after)

@@ -36,6 +36,8 @@ from monitor.config.durations import parse_duration
 from monitor.config.yamlsource import load_document
 from monitor.errors import ConfigError, ConfigProblem
 
+from .arm import Arm
+
 
 class FaultKind(StrEnum):
     BAD_KEY = "bad_key"                        # 401, Azure "invalid subscription key" body
@@ -158,6 +160,7 @@ class Scenario(_Model):
     identity: Identity = Identity()
     deployments: tuple[Deployment, ...] = ()
     azure: AzureResource = AzureResource()
+    arm: Arm = Arm()  # the control plane (monitor.emulator.arm): subscriptions, accounts, models, quota
 
 
 CATALOGUE = (

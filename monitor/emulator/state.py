@@ -17,7 +17,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from . import background, wire
-from .scenario import Deployment, Fault, Scenario
+from .arm import Arm, ArmState
+from .scenario import Deployment, Fault, Latency, Scenario
 
 LOG_LIMIT = 200_000
 AUDIENCES = ("https://cognitiveservices.azure.com", "https://ai.azure.com")
@@ -103,6 +104,8 @@ class Emulator:
     _background_until: float = 0.0  # live background traffic is in the log up to here
     _throttle_left: int = 0  # metrics calls still to be answered 429
     _generated: set[tuple[str, float, int]] = field(default_factory=set)  # background grid points logged
+    arm: ArmState = field(default_factory=lambda: ArmState(Arm()))
+    _from_arm: set[str] = field(default_factory=set)  # data-plane deployments that follow the control plane
 
     def __post_init__(self) -> None:
         self.load(self.scenario)
@@ -117,11 +120,29 @@ class Emulator:
             self._throttle_left = scenario.azure.throttle
             self._rng = random.Random(scenario.seed)  # noqa: S311 - fault draws, not secrets
             self._deps = {d.name: self._live(d, now) for d in scenario.deployments}
+            self._from_arm = set()
+        self.arm.load(scenario.arm)
+        self.sync_arm()
+
+    def sync_arm(self) -> None:
+        """The data plane follows the control plane: every Anthropic deployment ARM lists answers canaries
+        (unless the scenario declares it itself); one ARM no longer lists stops answering (404)."""
+        listed = {d.name: d for d in self.arm.deployed() if d.format == "Anthropic"}
+        now = self.clock()
+        with self._lock:
+            for name in [n for n in self._from_arm if n not in listed]:
+                self._deps.pop(name, None)
+                self._from_arm.discard(name)
+            for name, d in listed.items():
+                if name not in self._deps:
+                    spec = Deployment(name=name, model=f"{d.model}-{d.version}", latency=Latency(base=0.005))
+                    self._deps[name] = self._live(spec, now)
+                    self._from_arm.add(name)
 
     def current(self) -> Scenario:
         with self._lock:
             deps = tuple(live.spec for live in self._deps.values())
-        return self.scenario.model_copy(update={"deployments": deps})
+        return self.scenario.model_copy(update={"deployments": deps, "arm": self.arm.arm})
 
     def put_deployment(self, spec: Deployment) -> None:
         now = self.clock()
@@ -261,6 +282,12 @@ class Emulator:
         with self._lock:
             found = self._tokens.get(token)
         return found is not None and found.audience in audiences and time.time() < found.expires_at
+
+    def token_audience(self, token: str) -> str | None:
+        """The audience a valid (issued, unexpired) token was issued for; None otherwise."""
+        with self._lock:
+            found = self._tokens.get(token)
+        return found.audience if found is not None and time.time() < found.expires_at else None
 
     def expire_tokens(self) -> int:
         """Expire every issued token now (as if an hour had passed); returns how many."""

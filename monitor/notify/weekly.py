@@ -65,7 +65,9 @@ def subject(week: Report) -> str:
             f"{first} – {last}")
 
 
-def compose(week: Report, month: Report, sender: str, to: tuple[str, ...]) -> Email:
+def compose(week: Report, month: Report, sender: str, to: tuple[str, ...],
+            control_plane: tuple[str, ...] = ()) -> Email:
+    """``control_plane``: the week's drift and retirement lines (with `discovery`), in words."""
     labels = [d.date for d in week.overall.days]
     svgs = {
         "availability": charts.line_chart(
@@ -84,9 +86,31 @@ def compose(week: Report, month: Report, sender: str, to: tuple[str, ...]) -> Em
     azure = [azure_row(v) for v in week.azure_view or ()]
     html = _ENV.get_template("weekly.html.j2").render(week=week, month=month, rows=rows, cids=list(images),
                                                       azure_header=AZURE_HEADER, azure=azure,
-                                                      azure_lines=azure_lines(week))
-    return Email(sender=sender, to=to, subject=subject(week), text=text(week, month, rows), html=html,
-                 images=images)
+                                                      azure_lines=azure_lines(week),
+                                                      control_plane=control_plane)
+    body = text(week, month, rows)
+    if control_plane:
+        body += "\nChanges in Azure (drift, retirement, deployments added or removed):\n" + "".join(
+            f"  {line}\n" for line in control_plane)
+    return Email(sender=sender, to=to, subject=subject(week), text=body, html=html, images=images)
+
+
+def control_plane_lines(store: Store, start: datetime, end: datetime) -> tuple[str, ...]:
+    """The control plane's changes between ``start`` and ``end`` (the store's inventory_events), in words:
+    retirement warnings first, then drift, then deployments added or removed."""
+    order = {"retirement": 0, "drift": 1, "added": 2, "removed": 2}
+    out = []
+    for r in sorted(store.inventory_events(start, end), key=lambda r: (order.get(r["kind"], 3), r["at"])):
+        day = datetime.fromtimestamp(r["at"], start.tzinfo).date().isoformat()
+        where = f"{r['account']}/{r['deployment']}"
+        if r["kind"] == "retirement":
+            what = f"model {r['before']} retires on {r['after']} ({r['field']} days or less left)"
+        elif r["kind"] == "drift":
+            what = f"{r['field']} changed from {r['before']} to {r['after']}"
+        else:
+            what = f"{r['kind']}" + (f" ({r['after']})" if r["after"] else "")
+        out.append(f"{day} {where}: {what}")
+    return tuple(out)
 
 
 def png(svg: str) -> bytes:
@@ -218,8 +242,10 @@ class WeeklyJob:
     def _compose(self, at: datetime) -> Email:
         """The email for the week before `at` (the occurrence, so a late send covers the same days)."""
         weekly = self.cfg.reports.weekly
+        changes = control_plane_lines(self.store, at - timedelta(days=WEEK_DAYS), at) \
+            if self.cfg.discovery is not None else ()
         return compose(self.make_report(WEEK_DAYS, at), self.make_report(30, at), self.cfg.email.sender or "",
-                       tuple(weekly.recipients))
+                       tuple(weekly.recipients), changes)
 
     def _failed(self, d: Due, why: str) -> None:
         self.store.finish(JOB, d.period, "failed", self.now(), why)

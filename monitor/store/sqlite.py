@@ -87,6 +87,16 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (tz, day, resource, deployment, metric)
     ) WITHOUT ROWID;
     """,
+    # 4: the control plane's changes (discovered deployments added or removed, drift, retirement warnings)
+    """
+    CREATE TABLE inventory_events (
+        id INTEGER PRIMARY KEY, at REAL NOT NULL, kind TEXT NOT NULL,
+        subscription TEXT NOT NULL, account TEXT NOT NULL, deployment TEXT NOT NULL,
+        field TEXT, before TEXT, after TEXT
+    );
+    CREATE INDEX inventory_events_by_time ON inventory_events (at);
+    CREATE INDEX inventory_events_by_deployment ON inventory_events (account, deployment, kind);
+    """,
 ]
 ROLLUPS_FROM = 2  # the migration that introduced rollups: older results are rolled up when it runs
 DAY_HISTS_FROM = 3  # the migration that introduced per-day histograms: built from the hourly ones
@@ -334,7 +344,8 @@ class Store:
                                          # zone; the per-day ones carry long reports
                                          ("rollup_hist", "hour", int(raw_before // rollup.HOUR_S)),
                                          ("rollup_hist_day", "day", day_before),
-                                         ("transitions", "at", rollup_before)):
+                                         ("transitions", "at", rollup_before),
+                                         ("inventory_events", "at", rollup_before)):
                 cur = self._conn.execute(f"DELETE FROM {table} WHERE {column} < ?", (limit,))  # noqa: S608
                 deleted[table] = cur.rowcount
             self._conn.execute(
@@ -346,6 +357,21 @@ class Store:
             cur = self._conn.cursor()
             cur.row_factory = sqlite3.Row
             return cur.execute(sql, params).fetchall()
+
+    def add_inventory_events(self, at: datetime, events: Sequence[dict[str, Any]]) -> None:
+        """Changes seen in the control plane: dicts with kind, subscription, account, deployment and
+        optionally field, before, after."""
+        with self._lock:
+            self._conn.executemany(
+                "INSERT INTO inventory_events (at, kind, subscription, account, deployment, field, before, "
+                "after) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [(at.timestamp(), e["kind"], e["subscription"], e["account"], e["deployment"], e.get("field"),
+                  e.get("before"), e.get("after")) for e in events])
+
+    def inventory_events(self, since: datetime, until: datetime | None = None) -> list[sqlite3.Row]:
+        end = until.timestamp() if until else float("inf")
+        return self.query("SELECT * FROM inventory_events WHERE at >= ? AND at < ? ORDER BY at, id",
+                          (since.timestamp(), end))
 
     def put_state(self, name: str, value: Any, now: datetime) -> None:
         with self._lock:
