@@ -235,3 +235,41 @@ def quota_hint(d: ArmDeployment, snapshot: Snapshot, throttled: bool) -> str | N
                 "show headroom. Raise the subscription quota or move load.")
     return (f"throttled at its own rate limits ({own}); the subscription quota shows headroom, so raise "
             "this deployment's capacity")
+
+
+def request_limit_per_min(d: ArmDeployment) -> float | None:
+    """The deployment's own request limit (ARM rateLimits, key ``request``) per minute; None: not listed."""
+    for r in d.rate_limits:
+        if r.key == "request" and r.renewal_period_s > 0:
+            return r.count * 60.0 / r.renewal_period_s
+    return None
+
+
+def quota_name(d: ArmDeployment, snapshot: Snapshot) -> str:
+    """The subscription quota the deployment draws on (as read, or named as ARM names it)."""
+    quota = snapshot.quota_of(d)
+    return quota.name if quota is not None else f"AIServices.{d.sku}.{d.model_name}"
+
+
+def headroom_hint(d: ArmDeployment, snapshot: Snapshot, throttled: float | None, peak_per_min: float | None,
+                  grain_s: float | None, canary_throttled: int) -> str | None:
+    """Why a deployment is throttled, from what real callers used against its own request limit (platform
+    metrics: ``throttled`` 429s, ``peak_per_min`` over the busiest ``grain_s``); without platform metrics,
+    from the canaries' 429s and the subscription's quota use (``quota_hint``). None: not throttled."""
+    limit = request_limit_per_min(d)
+    if throttled is None or peak_per_min is None or limit is None or limit <= 0:
+        return quota_hint(d, snapshot, canary_throttled > 0 or bool(throttled))
+    if not throttled:
+        return None
+    used = 100.0 * peak_per_min / limit
+    over = "minute" if grain_s is None or grain_s <= 60 else \
+        f"{grain_s / 60:g}-minute grain; shorter bursts inside it are not seen"
+    tokens = [r.text() for r in d.rate_limits if r.key == "token"]
+    also = f" (requests only: its token limit, {tokens[0]}, is not measured here)" if tokens else ""
+    if used < 100.0 * QUOTA_BUSY:
+        return (f"real callers were throttled ({throttled:,.0f} × 429) while using at most {used:.0f}% "
+                f"of its own limit of {limit:g} requests/min (averaged over the busiest {over}){also}: "
+                f"the shared subscription quota ({quota_name(d, snapshot)}) is the likely limit; "
+                "raise it or move load")
+    return (f"real callers were throttled ({throttled:,.0f} × 429) at {used:.0f}% of its own limit of "
+            f"{limit:g} requests/min: raise this deployment's capacity")

@@ -108,6 +108,8 @@ def loc_key(location: str) -> str:
 
 # --- kept across restarts ------------------------------------------------------------------------------
 
+STORE_KEY = "inventory"  # the store's state row holding the last snapshot (the daemon writes, reports read)
+
 
 def to_json(s: Snapshot) -> dict[str, Any]:
     """The snapshot as plain JSON (the daemon keeps the last one in its store)."""

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from monitor.azure import inventory
 from monitor.azure.arm import ArmError, ArmReader, Snapshot, arm_credential, from_json, to_json
 from monitor.azure.inventory import Change
+from monitor.azure.snapshot import STORE_KEY
 from monitor.config import Config, Discovery, Resource
 from monitor.logs import event
 from monitor.store.sqlite import Store
@@ -37,7 +38,7 @@ EVENTS = {"added": EVENT_FLEET, "removed": EVENT_FLEET, "drift": EVENT_DRIFT, "r
 REFRESH_TIMEOUT_S = 120.0
 SOON_GAP_S = 5.0  # an early refresh (a discovered deployment answered 404) at most this often
 RECENT = 50  # changes /status shows
-STATE_KEY = "inventory"
+STATE_KEY = STORE_KEY
 
 
 class LiveFleet:

@@ -25,6 +25,7 @@ from monitor.config.schedule import last_occurrence
 from monitor.logs import event
 from monitor.reports import charts
 from monitor.reports.build import period_for
+from monitor.reports.control_plane import change_lines as control_plane_lines
 from monitor.reports.model import Report
 from monitor.reports.render import _ENV, AZURE_HEADER, azure_lines, azure_row, num, p3, pct, signed, usd
 from monitor.store.sqlite import Store
@@ -93,24 +94,6 @@ def compose(week: Report, month: Report, sender: str, to: tuple[str, ...],
         body += "\nChanges in Azure (drift, retirement, deployments added or removed):\n" + "".join(
             f"  {line}\n" for line in control_plane)
     return Email(sender=sender, to=to, subject=subject(week), text=body, html=html, images=images)
-
-
-def control_plane_lines(store: Store, start: datetime, end: datetime) -> tuple[str, ...]:
-    """The control plane's changes between ``start`` and ``end`` (the store's inventory_events), in words:
-    retirement warnings first, then drift, then deployments added or removed."""
-    order = {"retirement": 0, "drift": 1, "added": 2, "removed": 2}
-    out = []
-    for r in sorted(store.inventory_events(start, end), key=lambda r: (order.get(r["kind"], 3), r["at"])):
-        day = datetime.fromtimestamp(r["at"], start.tzinfo).date().isoformat()
-        where = f"{r['account']}/{r['deployment']}"
-        if r["kind"] == "retirement":
-            what = f"model {r['before']} retires on {r['after']} ({r['field']} days or less left)"
-        elif r["kind"] == "drift":
-            what = f"{r['field']} changed from {r['before']} to {r['after']}"
-        else:
-            what = f"{r['kind']}" + (f" ({r['after']})" if r["after"] else "")
-        out.append(f"{day} {where}: {what}")
-    return tuple(out)
 
 
 def png(svg: str) -> bytes:

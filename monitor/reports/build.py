@@ -26,8 +26,10 @@ from monitor.canary.pricing import price_for
 from monitor.canary.results import FailureKind
 from monitor.config import Config
 from monitor.store.rollup import HOUR_S, merge, percentile, percentiles
+from monitor.store.sqlite import Store
 
-from . import platform
+from . import control_plane, platform
+from .local import LocalSource
 from .model import (
     Change,
     Day,
@@ -80,8 +82,11 @@ def _midnight(d: date, tz: ZoneInfo) -> datetime:
 
 
 def build_report(source: ReportSource, cfg: Config, now: datetime, days: int | None = None,
-                 timezone: str | None = None, *, to_now: bool = False) -> Report:
-    """The report of the last `days` whole days, or with `to_now` of the days ending now (today partial)."""
+                 timezone: str | None = None, *, to_now: bool = False, store: Store | None = None) -> Report:
+    """The report of the last `days` whole days, or with `to_now` of the days ending now (today partial).
+
+    ``store``: the local store holding the control plane's changes and last inventory (with `discovery`);
+    by default the local source's own."""
     days = days or cfg.reports.days
     tz = timezone or cfg.reports.timezone
     period = period_for(now, days, tz, to_now=to_now)
@@ -92,6 +97,7 @@ def build_report(source: ReportSource, cfg: Config, now: datetime, days: int | N
     deployments = [builder.deployment(k, earlier) for k in _keys(cfg, data, prior)]
     incidents = sorted((i for d in deployments for i in d.incidents), key=lambda i: i.started_at)
     overall = builder.totals(deployments, earlier)
+    azure_view = platform.views(cfg, period, data, deployments)
     return Report(
         title=f"foundry-monitor report · {period.days[0][0]} – {period.days[-1][0]}"
               + (" (today so far)" if period.partial else ""), partial=period.partial,
@@ -100,7 +106,16 @@ def build_report(source: ReportSource, cfg: Config, now: datetime, days: int | N
         slo_target_pct=cfg.reports.slo_target, overall=overall, deployments=deployments,
         incidents=incidents, real_usage=builder.real_usage(deployments),
         notes=[*data.notes, *_notes(data, period)],
-        azure_view=platform.views(cfg, period, data, deployments))
+        azure_view=azure_view,
+        control_plane=control_plane.section(cfg, store or _local_store(source), source.name, now,
+                                            period.start, period.end, deployments, azure_view))
+
+
+def _local_store(source: ReportSource) -> Store | None:
+    """The store under a local source (wrapped or not); None for Log Analytics."""
+    if isinstance(source, platform.PlatformSource):
+        return _local_store(source.inner)
+    return source.store if isinstance(source, LocalSource) else None
 
 
 def _keys(cfg: Config, *datas: SourceData) -> list[Key]:

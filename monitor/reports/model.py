@@ -157,6 +157,68 @@ class AzureView(_M):
     note: str | None  # what could not be read
     days: list[AzureDay]
     last_day_hours: list[float | None] = []  # requests per hour of the last day ([]: not read hourly)
+    peak_requests_per_min: float | None = None  # the busiest time grain's requests, per minute
+    grain_s: float | None = None  # the metrics' time grain (the peak is an average over one grain)
+
+
+class ControlPlaneChange(_M):
+    """One change the daemon saw in Azure Resource Manager (the store's inventory_events)."""
+
+    at: str
+    kind: str  # added | removed | drift | retirement
+    subscription: str
+    account: str
+    deployment: str
+    field: str | None  # drift: what changed; retirement: the threshold in days
+    before: str | None
+    after: str | None
+    text: str  # the same, in words
+
+
+class InventoryRow(_M):
+    """One Claude deployment as ARM last described it (the daemon's last snapshot)."""
+
+    subscription: str
+    account: str
+    region: str
+    deployment: str
+    model: str
+    version: str
+    sku: str
+    capacity: int | None
+    rate_limits: str  # e.g. "50 requests/min, 50000 tokens/min"; "" when ARM lists none
+    state: str
+    retirement: str | None
+    days_to_retirement: int | None  # from the report's generation time; None: no date in the catalogue
+    quota: str | None  # the subscription quota it draws on, "name current/limit"; None: not read
+    monitored: bool
+
+
+class Headroom(_M):
+    """What a deployment's own request limit allows against what real callers used (platform metrics),
+    or, without platform metrics, whether the canaries were throttled."""
+
+    resource: str
+    deployment: str
+    limit_requests_per_min: float | None  # ARM rateLimits, key request; None: ARM lists none
+    peak_requests_per_min: float | None  # None: no platform metrics
+    peak_pct_of_limit: float | None
+    grain_s: float | None  # the peak is the average over the busiest grain of this many seconds
+    throttled: float | None  # real callers' 429s (platform metrics); None: not read
+    canary_throttled: int  # canaries classified as throttled
+    quota: str | None  # the shared subscription quota's name
+    hint: str | None  # why it is throttled, as far as ARM and the metrics tell
+
+
+class ControlPlane(_M):
+    """The control plane in the period (with `discovery`): what changed, the last inventory, headroom."""
+
+    source: str  # where these figures come from
+    changes: list[ControlPlaneChange]
+    inventory_at: str | None  # when ARM was last read; None: no snapshot kept
+    inventory: list[InventoryRow] | None  # None: not available (no store, or never read)
+    headroom: list[Headroom]
+    notes: list[str]
 
 
 class Report(_M):
@@ -175,3 +237,4 @@ class Report(_M):
     real_usage: list[RealUsage] | None  # None: not available from this source
     notes: list[str]
     azure_view: list[AzureView] | None = None  # None: no resource has an azure_resource_id
+    control_plane: ControlPlane | None = None  # None: the config has no discovery section

@@ -162,6 +162,13 @@ def _view(resource: str, deployment: str, d: DeploymentReport | None, points: li
             if p.metric == REQUESTS and first <= p.at < last:
                 hourly[int((p.at - first) // 3600)] += p.value
         last_day_hours = [hourly.get(h, 0.0) for h in range(int((last - first) // 3600))]
+    peak = None
+    if read:
+        per_grain: dict[float, float] = defaultdict(float)
+        for p in points:
+            if p.metric == REQUESTS:
+                per_grain[p.at] += p.value
+        peak = round(max(per_grain.values(), default=0.0) / (metrics.grain_s / 60.0), 3)
     pcts = {k: _pct(v, requests) for k, v in by_class.items()}
     canary_avail = d.availability_pct if d else None
     return AzureView(
@@ -176,7 +183,8 @@ def _view(resource: str, deployment: str, d: DeploymentReport | None, points: li
         canary_ttft_ms=Percentiles(p50=d.ttft_ms.p50, p95=d.ttft_ms.p95) if d else Percentiles(),
         canary_requests=canary_requests, canary_share_pct=share,
         disagreement=disagreement(canary_avail, d, requests, by_class, slo),
-        note=metrics.note, days=view_days, last_day_hours=last_day_hours)
+        note=metrics.note, days=view_days, last_day_hours=last_day_hours, peak_requests_per_min=peak,
+        grain_s=metrics.grain_s if read else None)
 
 
 def disagreement(canary_avail: float | None, d: DeploymentReport | None, requests: float | None,

@@ -10,7 +10,7 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from . import FORMATS, charts
-from .model import AzureView, DeploymentReport, Percentiles, Report
+from .model import AzureView, ControlPlane, DeploymentReport, Headroom, InventoryRow, Percentiles, Report
 
 TEXT_INCIDENTS = 15  # the terminal shows the latest ones; every other format lists them all
 
@@ -119,6 +119,36 @@ def azure_lines(report: Report) -> list[str]:
     return out
 
 
+INVENTORY_HEADER = ["account", "region", "deployment", "model", "sku", "capacity", "rate limits", "state",
+                    "retires in", "subscription quota used", "monitored"]
+
+
+def inventory_row(r: InventoryRow) -> list[str]:
+    """One deployment of the last inventory as table cells; what ARM did not say reads `no data`."""
+    return [r.account, r.region, r.deployment, f"{r.model} {r.version}", r.sku,
+            "no data" if r.capacity is None else str(r.capacity), r.rate_limits or "none listed", r.state,
+            "no date" if r.days_to_retirement is None else f"{r.days_to_retirement} d ({r.retirement})",
+            r.quota or "no data", "yes" if r.monitored else "no"]
+
+
+def headroom_line(h: Headroom) -> str:
+    """A deployment's peak real use against its own request limit, and the hint when it was throttled."""
+    where = f"{h.resource}/{h.deployment}"
+    limit = "no request limit listed" if h.limit_requests_per_min is None else \
+        f"limit {h.limit_requests_per_min:g} requests/min"
+    if h.peak_requests_per_min is None:
+        used = f"no platform metrics (canaries throttled: {h.canary_throttled})"
+    else:
+        share = "" if h.peak_pct_of_limit is None else f" ({h.peak_pct_of_limit:g}% of the limit)"
+        used = f"peak {h.peak_requests_per_min:g} requests/min{share}, {nodata(h.throttled, num)} × 429"
+    return f"{where}: {limit}; {used}" + (f". {h.hint}" if h.hint else "")
+
+
+def control_plane_lines(cp: ControlPlane) -> list[str]:
+    """The changes in the period, one line each (time first); "" entries are not used."""
+    return [f"{c.at} {c.text}" for c in cp.changes]
+
+
 def _change(d: DeploymentReport) -> str:
     c = d.change
     parts = [signed(c.availability_pct, lambda v: f"{v:.3f} pt"),
@@ -170,8 +200,26 @@ def text(report: Report) -> str:
         out += [_table([AZURE_HEADER, *(azure_row(v) for v in report.azure_view)])] \
             if report.azure_view else ["  no deployments in Azure's metrics"]
         out += [f"  {line}" for line in azure_lines(report)] + [""]
+    out += _control_plane_text(report.control_plane)
     out += _usage_lines(report) + [f"Note: {n}" for n in report.notes]
     return "\n".join(out) + "\n"
+
+
+def _control_plane_text(cp: ControlPlane | None) -> list[str]:
+    if cp is None:
+        return []
+    out = [f"Control plane (Azure Resource Manager; from the {cp.source}):", "  Changes in the period "
+           "(retirement warnings, drift, deployments added or removed):"]
+    out += [f"    {line}" for line in control_plane_lines(cp)] or ["    none"]
+    if cp.inventory is not None:
+        out.append(f"  Inventory as ARM described it at {cp.inventory_at}:")
+        table = _table([INVENTORY_HEADER, *map(inventory_row, cp.inventory)]) if cp.inventory else ""
+        out += [f"    {line}" for line in table.split("\n")] if table else ["    no Claude deployments"]
+    if cp.headroom:
+        out.append("  Quota headroom (own request limit against real use):")
+        out += [f"    {headroom_line(h)}" for h in cp.headroom]
+    out += [f"  Note: {n}" for n in cp.notes]
+    return [*out, ""]
 
 
 def _usage_lines(report: Report) -> list[str]:
@@ -221,6 +269,18 @@ def markdown(report: Report) -> str:
         if report.azure_view:
             out += [_md_table([AZURE_HEADER, *(azure_row(v) for v in report.azure_view)]), ""]
         out += [f"- {line}" for line in azure_lines(report)] + [""]
+    cp = report.control_plane
+    if cp is not None:
+        out += ["## Control plane", "", f"From the {cp.source}.", "", "### Changes in the period", ""]
+        out += [f"- {line}" for line in control_plane_lines(cp)] or ["- none"]
+        out.append("")
+        if cp.inventory is not None:
+            out += [f"### Inventory (ARM, {cp.inventory_at})", ""]
+            out += [_md_table([INVENTORY_HEADER, *map(inventory_row, cp.inventory)]), ""] if cp.inventory \
+                else ["No Claude deployments.", ""]
+        if cp.headroom:
+            out += ["### Quota headroom", "", *[f"- {headroom_line(h)}" for h in cp.headroom], ""]
+        out += [f"> {n}" for n in cp.notes] + ([""] if cp.notes else [])
     usage = _usage_lines(report)
     if usage:
         out += ["## Real usage", "", *[u.strip() and f"- {u.strip()}" for u in usage[1:]]]
@@ -296,7 +356,10 @@ def html(report: Report) -> str:
     hours = [charts.sparkline(v.last_day_hours, floor=0.0, color=charts.PALETTE[1],
                               label=f"{v.resource}/{v.deployment} real requests per hour, last day")
              if v.last_day_hours else "" for v in report.azure_view or ()]
-    return _ENV.get_template("report.html.j2").render(r=report, charts=report_charts(report),
-                                                      rows=summary_rows(report), slo=slo,
-                                                      partial=partial_note(report), azure=azure,
-                                                      azure_lines=azure_lines(report), azure_hours=hours)
+    cp = report.control_plane
+    return _ENV.get_template("report.html.j2").render(
+        r=report, charts=report_charts(report), rows=summary_rows(report), slo=slo,
+        partial=partial_note(report), azure=azure, azure_lines=azure_lines(report), azure_hours=hours, cp=cp,
+        cp_changes=control_plane_lines(cp) if cp else [],
+        inventory=[INVENTORY_HEADER, *map(inventory_row, (cp.inventory or ()) if cp else ())],
+        headroom=[headroom_line(h) for h in (cp.headroom if cp else ())])
