@@ -16,10 +16,14 @@ import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from monitor.canary.results import CanaryResult
 from monitor.config.durations import format_duration, parse_duration
 from monitor.reports.source import ReportSource
+
+if TYPE_CHECKING:
+    from monitor.store.sqlite import Store
 
 from . import __version__
 from . import config as config_mod
@@ -402,7 +406,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     source = build_report_source(cfg, args.source)
     if args.email:
         return _send_weekly(cfg, source, args.to)
-    report = build_report(source, cfg, datetime.now(UTC), days=args.days, timezone=args.timezone, to_now=True)
+    store = _control_plane_store(cfg, source)
+    try:
+        report = build_report(source, cfg, datetime.now(UTC), days=args.days, timezone=args.timezone,
+                              to_now=True, store=store)
+    finally:
+        if store is not None:
+            store.close()
     text = render(report, args.format)
     if args.output:
         try:
@@ -413,6 +423,19 @@ def cmd_report(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(text)
     return EXIT_OK
+
+
+def _control_plane_store(cfg: config_mod.Config, source: ReportSource) -> Store | None:
+    """With `discovery` and a source other than the local store: the local store, when there is one here
+    (it alone keeps the control plane's changes and last inventory); the report says where they came from."""
+    if cfg.discovery is None or source.name == "local":
+        return None
+    from monitor.store.sqlite import Store
+
+    from .app import store_path
+
+    path = store_path(cfg)
+    return Store.open(path, timezone=cfg.reports.timezone) if path.exists() else None
 
 
 def _send_weekly(cfg: config_mod.Config, source: ReportSource, to: list[str] | None) -> int:
@@ -430,8 +453,13 @@ def _send_weekly(cfg: config_mod.Config, source: ReportSource, to: list[str] | N
         raise MonitorError("--email: set email.sender in the config")
     notifier = build_notifier(cfg)
     now = datetime.now(UTC)
-    email = compose(build_report(source, cfg, now, days=WEEK_DAYS), build_report(source, cfg, now, days=30),
-                    cfg.email.sender, recipients)
+    store = _control_plane_store(cfg, source)
+    try:
+        email = compose(build_report(source, cfg, now, days=WEEK_DAYS, store=store),
+                        build_report(source, cfg, now, days=30), cfg.email.sender, recipients)
+    finally:
+        if store is not None:
+            store.close()
     try:
         notifier.send(email)
     except NotifyError as exc:

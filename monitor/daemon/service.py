@@ -404,7 +404,7 @@ class Daemon:
 
         def make_report(days: int, at: datetime) -> Report:
             source = build_source(self.cfg, None, lambda: self.store)
-            return build_report(source, self.cfg, at, days=days)
+            return build_report(source, self.cfg, at, days=days, store=self.store)
 
         return WeeklyJob(self.cfg, self.store, build_notifier(self.cfg), make_report, now=self.opts.now)
 

@@ -68,7 +68,10 @@ def subject(week: Report) -> str:
 
 def compose(week: Report, month: Report, sender: str, to: tuple[str, ...],
             control_plane: tuple[str, ...] = ()) -> Email:
-    """``control_plane``: the week's drift and retirement lines (with `discovery`), in words."""
+    """``control_plane``: the week's drift and retirement lines (with `discovery`), in words; by default
+    those of the week's report."""
+    if not control_plane and week.control_plane is not None:
+        control_plane = tuple(f"{c.at[:10]} {c.text}" for c in week.control_plane.changes)
     labels = [d.date for d in week.overall.days]
     svgs = {
         "availability": charts.line_chart(
