@@ -323,3 +323,29 @@ reports: {{timezone: UTC, metrics: {{credential: managed_identity, endpoint: "{w
     assert view["requests"] == len(served) > 0
     assert view["throttled"] == sum(e["status"] == 429 for e in served)
     assert world.emu.api_key not in out.stdout + out.stderr
+
+
+def test_the_busiest_grains_requests_per_minute_feed_the_quota_headroom_hint(world: World) -> None:
+    from collections import Counter
+    from dataclasses import replace
+
+    from monitor.azure import inventory
+    from monitor.azure.snapshot import RateLimit
+
+    from .test_inventory import dep, snap
+
+    r = report(world)
+    assert r.azure_view is not None
+    haiku = next(v for v in r.azure_view if v.deployment == "haiku")
+    assert haiku.grain_s is not None and haiku.peak_requests_per_min is not None
+    served = [e for e in world.emu.log() if e["deployment"] == "haiku" and e["status"] is not None
+              and world.start <= e["t_arrival"] < world.end]
+    per_grain = Counter(int((e["t_arrival"] - world.start) // haiku.grain_s) for e in served)
+    peak = round(max(per_grain.values()) / (haiku.grain_s / 60.0), 3)
+    assert haiku.peak_requests_per_min == peak and haiku.throttled == truth(world, "haiku")["throttled"] > 0
+    # its own limit four times the busiest grain's rate: the 429s point at the shared subscription quota
+    roomy = replace(dep("haiku"), rate_limits=(RateLimit("request", 60, 4 * peak),))
+    hint = inventory.headroom_hint(roomy, snap(roomy), haiku.throttled, haiku.peak_requests_per_min,
+                                   haiku.grain_s, 0)
+    assert hint is not None and "while using at most 25% of its own limit" in hint
+    assert "shared subscription quota (AIServices.GlobalStandard.claude-haiku-4-5)" in hint
