@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from dataclasses import replace
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -47,8 +48,9 @@ def seeded(path: Path, *, throttled_canaries: int = 0) -> Store:
     """A store as the daemon leaves it: the last ARM snapshot, two changes this week, one older."""
     s = Store.open(path)
     haiku = dep("haiku")  # 50 requests/min, 50,000 tokens/min; GlobalStandard claude-haiku-4-5
-    s.put_state(STORE_KEY, to_json(snap(haiku, dep("sonnet-x"), retirement=date(2026, 12, 20),
-                                        quota=(40, 100))), NOW)
+    read = replace(snap(haiku, dep("sonnet-x"), retirement=date(2026, 12, 20), quota=(40, 100)),
+                   taken_at=NOW - timedelta(minutes=5))
+    s.put_state(STORE_KEY, to_json(read), NOW)
     s.add_inventory_events(NOW - timedelta(hours=3), [
         {"kind": "drift", "subscription": SUB, "account": "team-a", "deployment": "haiku",
          "field": "capacity", "before": "50", "after": "80"},
@@ -91,6 +93,7 @@ def test_every_format_shows_the_periods_changes_and_the_inventory(tmp_path: Path
     haiku = next(r for r in cp.inventory if r.deployment == "haiku")
     assert haiku.days_to_retirement == (date(2026, 12, 20) - NOW.date()).days
     assert haiku.rate_limits == "50 requests/min, 50000 tokens/min" and haiku.monitored
+    assert cp.inventory_at == (NOW - timedelta(minutes=5)).isoformat(timespec="seconds")
     drift = "team-a/haiku: capacity changed from 50 to 80"
     retire = "model claude-haiku-4-5 20251001 retires on 2026-12-20 (30 days or less left)"
     for fmt in ("text", "markdown", "html"):

@@ -83,7 +83,7 @@ def section(cfg: Config, store: Store | None, source: str, now: datetime, start:
         headroom = _headroom(cfg, snap, deployments, azure_view)
         notes += [f"Could not read {n} at the last ARM read." for n in snap.notes]
     return ControlPlane(
-        source="local store (the daemon's ARM reads)", changes=changes(store, start, end, tz),
+        source="local store, as the daemon read ARM", changes=changes(store, start, end, tz),
         inventory_at=None if snap is None else snap.taken_at.astimezone(ZoneInfo(tz)).isoformat(
             timespec="seconds"),
         inventory=rows, headroom=headroom, notes=notes)

@@ -141,7 +141,7 @@ def headroom_line(h: Headroom) -> str:
     else:
         share = "" if h.peak_pct_of_limit is None else f" ({h.peak_pct_of_limit:g}% of the limit)"
         used = f"peak {h.peak_requests_per_min:g} requests/min{share}, {nodata(h.throttled, num)} × 429"
-    return f"{where}: {limit}; {used}" + (f". {h.hint}" if h.hint else "")
+    return f"{where}: {limit}; {used}" + (f". {h.hint[:1].upper()}{h.hint[1:]}" if h.hint else "")
 
 
 def control_plane_lines(cp: ControlPlane) -> list[str]:
