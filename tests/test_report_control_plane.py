@@ -10,6 +10,7 @@ import json
 from dataclasses import replace
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -192,3 +193,37 @@ def test_without_platform_metrics_throttled_canaries_get_the_arm_quota_hint(tmp_
     assert "main/haiku: limit 50 requests/min; no platform metrics (canaries throttled: 3)" in text
 
 
+
+
+class _Named:
+    """A report source seen only by its name (the Protocol seam): which store holds the control plane."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def fetch(self, period: Any, *, summary_only: bool = False) -> Any:
+        raise AssertionError("not read")
+
+
+def test_the_report_command_opens_the_local_store_for_a_log_analytics_report_when_there_is_one(
+        tmp_path: Path) -> None:
+    from monitor.app import store_path
+    from monitor.cli import _control_plane_store
+
+    def with_data(discovery: bool) -> config_mod.Config:
+        c = cfg(discovery)
+        return c.model_copy(update={"data_dir": str(tmp_path)})
+
+    la = _Named("log-analytics")
+    assert _control_plane_store(with_data(True), la) is None  # no store here: the report says so
+    seeded(store_path(with_data(True))).close()
+    opened = _control_plane_store(with_data(True), la)
+    assert opened is not None
+    try:
+        cp = control_plane.section(with_data(True), opened, la.name, NOW, NOW - timedelta(days=1), NOW,
+                                   [], None)
+        assert cp is not None and len(cp.changes) == 2
+    finally:
+        opened.close()
+    assert _control_plane_store(with_data(True), _Named("local")) is None  # the local source has its own
+    assert _control_plane_store(with_data(False), la) is None  # no discovery: nothing to read
