@@ -98,6 +98,7 @@ def build_report(source: ReportSource, cfg: Config, now: datetime, days: int | N
     incidents = sorted((i for d in deployments for i in d.incidents), key=lambda i: i.started_at)
     overall = builder.totals(deployments, earlier)
     azure_view = platform.views(cfg, period, data, deployments)
+    cp_store = store if store is not None else _local_store(source)
     return Report(
         title=f"foundry-monitor report · {period.days[0][0]} – {period.days[-1][0]}"
               + (" (today so far)" if period.partial else ""), partial=period.partial,
@@ -107,8 +108,8 @@ def build_report(source: ReportSource, cfg: Config, now: datetime, days: int | N
         incidents=incidents, real_usage=builder.real_usage(deployments),
         notes=[*data.notes, *_notes(data, period)],
         azure_view=azure_view,
-        control_plane=control_plane.section(cfg, store or _local_store(source), source.name, now,
-                                            period.start, period.end, deployments, azure_view))
+        control_plane=control_plane.section(cfg, cp_store, source.name, now, period.start, period.end,
+                                            deployments, azure_view))
 
 
 def _local_store(source: ReportSource) -> Store | None:
