@@ -131,7 +131,7 @@ LOADED: dict[str, int] = {"config": 0, "error": 0}
 
 
 @pytest.mark.timeout(120)
-@settings(max_examples=5000, deadline=None, database=None,
+@settings(max_examples=2500, deadline=None, database=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                  HealthCheck.filter_too_much, HealthCheck.large_base_example])
 @given(text=generated, key=api_keys, via_file=st.booleans(), resource_var=st.booleans())
