@@ -163,6 +163,8 @@ class AzureExport(_Model):
 
     spans: Literal["failures", "all", "none"] = "failures"  # failed and slow canaries only, by default
     metrics: Literal["daemon", "all", "none"] = "daemon"  # per-deployment series stay in Prometheus
+
+
 class Override(_Model):
     """`discovery.overrides[]`: any `defaults` key (and `budget`, `model`) for discovered deployments whose
     name matches the shell-style pattern `match`; the first matching entry wins."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pydantic import ValidationError
@@ -75,6 +75,11 @@ def usage_json(u: ArmUsage) -> dict[str, Any]:
 
 def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+
+
+def _account_not_found(p: Mapping[str, Any]) -> JSONResponse:
+    return _error(404, "ResourceNotFound", f"The Resource '{PROVIDER}/accounts/{p['account']}' under "
+                                           f"resource group '{p['rg']}' was not found.")
 
 
 _FAULT_CODES = {403: "AuthorizationFailed", 429: "TooManyRequests", 500: "InternalServerError",
@@ -154,8 +159,7 @@ class ArmApi:
         p = request.path_params
         found = self.state.account(p["sub"], p["rg"], p["account"])
         if found is None:
-            return _error(404, "ResourceNotFound", f"The Resource '{PROVIDER}/accounts/{p['account']}' under "
-                                                   f"resource group '{p['rg']}' was not found.")
+            return _account_not_found(p)
         return JSONResponse(account_json(p["sub"], found))
 
     async def list_deployments(self, request: Request) -> Response:
@@ -165,8 +169,7 @@ class ArmApi:
         p = request.path_params
         found = self.state.account(p["sub"], p["rg"], p["account"])
         if found is None:
-            return _error(404, "ResourceNotFound", f"The Resource '{PROVIDER}/accounts/{p['account']}' under "
-                                                   f"resource group '{p['rg']}' was not found.")
+            return _account_not_found(p)
         return JSONResponse({"value": [deployment_json(p["sub"], found, d) for d in found.deployments]})
 
     async def list_models(self, request: Request) -> Response:

@@ -159,6 +159,7 @@ class EmulatorServer:
         """The ARM resource ID the emulator answers platform metrics for (its `root` is the ARM host)."""
         return (f"/subscriptions/{subscription}/resourceGroups/{group}/providers/"
                 f"Microsoft.CognitiveServices/accounts/{self.state.scenario.azure.account}")
+
     # -- the control plane (ARM), in-process -------------------------------------------------------------
     def arm_put_deployment(self, subscription: str, account: str, name: str, **fields: Any) -> ArmDeployment:
         """Add a deployment to an account, or change some of its fields (version, capacity, state ...)."""
