@@ -54,6 +54,7 @@ def in_shard(resource: str, deployment: str, shard: tuple[int, int] | None) -> b
 def build_targets(cfg: Config, only: set[str] | None = None,
                   shard: tuple[int, int] | None = None) -> list[Target]:
     targets = []
+    names: dict[str, tuple[str, ...]] = {}  # per resource, shared by its targets (not one copy each)
     for res, dep, s in cfg.targets():
         if (only is not None and dep.name not in only) or not in_shard(res.name, dep.name, shard):
             continue
@@ -62,8 +63,9 @@ def build_targets(cfg: Config, only: set[str] | None = None,
         budget = dep.budget.monthly_usd if dep.budget and dep.budget.monthly_usd else None
         if budget is None and res.budget and res.budget.monthly_usd:
             budget = res.budget.monthly_usd / len(res.deployments)  # a resource budget is shared evenly
-        siblings = tuple(d.name for d in res.deployments if d.name != dep.name)
-        targets.append(Target(res.name, dep.name, dep.model_id, s, req, budget, siblings))
+        if res.name not in names:
+            names[res.name] = tuple(d.name for d in res.deployments)
+        targets.append(Target(res.name, dep.name, dep.model_id, s, req, budget, names[res.name]))
     return targets
 
 

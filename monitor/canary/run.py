@@ -25,7 +25,7 @@ class Target:
     settings: CheckSettings
     request: probe.Request
     budget_usd: float | None = None  # monthly cap for this deployment's canaries
-    siblings: tuple[str, ...] = ()  # the other deployments of the same resource (for "did you mean")
+    siblings: tuple[str, ...] = ()  # the deployments of the same resource (for "did you mean"; itself too)
 
     @property
     def key(self) -> tuple[str, str]:
