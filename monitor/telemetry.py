@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import sys
 import threading
 import uuid
@@ -39,8 +40,9 @@ from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, LogRecordExporter
-from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, ExemplarReservoir, MeterProvider
 from opentelemetry.sdk.metrics.export import MetricExporter, MetricReader, PeriodicExportingMetricReader
+from opentelemetry.sdk.metrics.view import View
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
@@ -60,6 +62,8 @@ from .logs import event
 log = logging.getLogger("monitor.telemetry")
 
 SCOPE = "foundry-monitor"
+_ids = random.Random()  # noqa: S311 - ids of availability records and spans' links, not secrets
+_SeriesAttrs = tuple[dict[str, Any], dict[str, Any], dict[str, Any], dict[str, Any]]
 PROVIDER = "anthropic"
 OPERATION = "chat"
 DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
@@ -136,11 +140,11 @@ class OtelTelemetry:
             else:
                 self._unused.append(exporter)
         readers += extra_readers or []
-        self.meter_provider = MeterProvider(metric_readers=readers, resource=self.resource)
+        self.meter_provider = _meter_provider(readers, self.resource)
         # the daemon's own metrics (Entra tokens, reloads) for exporters that skip per-deployment series:
         # a provider of their own, so those readers never hold a series per deployment and kind
-        self.daemon_meter_provider = (MeterProvider(metric_readers=daemon_readers, resource=self.resource)
-                                      if daemon_readers else None)
+        self.daemon_meter_provider = (_meter_provider(daemon_readers, self.resource) if daemon_readers
+                                      else None)
         self.tracer_provider = TracerProvider(sampler=ALWAYS_ON, resource=self.resource)
         self._spans_all = self._spans_noteworthy = False  # does anyone take every span / failed and slow ones
         for span_exporter, policy in zip(exporters.spans, _policies(exporters.span_policies, exporters.spans),
@@ -162,6 +166,7 @@ class OtelTelemetry:
         self.tracer = self.tracer_provider.get_tracer(SCOPE, __version__)
         self.logger = self.logger_provider.get_logger(SCOPE, __version__)
         self._servers: dict[str, tuple[str, int]] = {}
+        self._series_attrs: dict[tuple[Any, ...], _SeriesAttrs] = {}
         self._states: dict[Key, State] = {}
         self._last_reload_ok = 1
         self._lock = threading.Lock()
@@ -229,6 +234,7 @@ class OtelTelemetry:
             url = urlsplit(res.endpoint)
             servers[res.name] = (url.hostname or "", url.port or (443 if url.scheme == "https" else 80))
         slo = {(res.name, dep.name): (s.latency_slo, s.ttft_slo) for res, dep, s in cfg.targets()}
+        self._series_attrs.clear()  # server addresses may have changed
         with self._lock:
             self._servers = servers
             self._slo = slo
@@ -236,17 +242,16 @@ class OtelTelemetry:
                             ((res.name, dep.name) for res, dep, _ in cfg.targets())}
 
     def record(self, r: CanaryResult, cost: float | None) -> None:
-        attrs = self._attributes(r)
+        attrs, input_attrs, output_attrs, result_attrs = self._series(r)
         t = r.timings
         if t.total_s is not None:
             self.duration.record(t.total_s, attrs)
         if t.ttft_s is not None:
             self.ttft.record(t.ttft_s, attrs)
         if r.usage is not None:
-            self.tokens.record(r.usage.input_tokens, {**attrs, "gen_ai.token.type": "input"})
-            self.tokens.record(r.usage.output_tokens, {**attrs, "gen_ai.token.type": "output"})
-        self.results.add(1, {**attrs, "foundry_monitor.kind": r.kind.value,
-                             "foundry_monitor.recheck": r.attempt > 0})
+            self.tokens.record(r.usage.input_tokens, input_attrs)
+            self.tokens.record(r.usage.output_tokens, output_attrs)
+        self.results.add(1, result_attrs)
         if cost:
             self.cost.add(cost, attrs)
         if r.kind is FailureKind.CREDENTIAL_UNAVAILABLE:
@@ -260,7 +265,7 @@ class OtelTelemetry:
         span = self._spans_all or (self._spans_noteworthy and (slow or not r.ok))
         if not span and not self._logs_on:
             return
-        canary_id = uuid.uuid4().hex
+        canary_id = f"{_ids.getrandbits(128):032x}"  # unique, not secret: no os.urandom call per canary
         span_context = self._span(r, attrs, canary_id, slow) if span else None
         if self._logs_on:
             self._availability(r, cost, canary_id, span_context)
@@ -335,6 +340,19 @@ class OtelTelemetry:
 
     # --- per canary ------------------------------------------------------------------------------
 
+    def _series(self, r: CanaryResult) -> _SeriesAttrs:
+        """The attribute sets of this canary's series, built once per series and shared (never mutated:
+        the SDK copies what it keeps). Bounded like the series themselves: deployments x kinds."""
+        key = (r.resource, r.deployment, r.location, r.response_model, r.kind, r.attempt > 0)
+        found = self._series_attrs.get(key)
+        if found is None:
+            attrs = self._attributes(r)
+            result = {**attrs, "foundry_monitor.kind": r.kind.value, "foundry_monitor.recheck": r.attempt > 0}
+            found = (attrs, {**attrs, "gen_ai.token.type": "input"}, {**attrs, "gen_ai.token.type": "output"},
+                     result)
+            self._series_attrs[key] = found
+        return found
+
     def _attributes(self, r: CanaryResult) -> dict[str, Any]:
         host, port = self._servers.get(r.resource, ("", 443))
         attrs: dict[str, Any] = {
@@ -408,6 +426,30 @@ class OtelTelemetry:
         self.logger.emit(timestamp=_ns(r.started_at), context=context, body=AVAILABILITY_TEST,
                          severity_number=SeverityNumber.INFO if r.ok else SeverityNumber.WARN,
                          attributes=attrs)
+
+
+class _NoExemplars(ExemplarReservoir):
+    """Keeps no exemplars. No exporter here sends them (Prometheus' text format and Azure Monitor have no
+    place for them), yet the SDK's default reservoir holds one bucket object per histogram bucket in every
+    series and is offered every measurement: at 1,000 deployments that is memory and CPU for nothing."""
+
+    def __init__(self, **_: Any) -> None:
+        pass
+
+    def offer(self, value: int | float, time_unix_nano: int, attributes: Any, context: Context) -> None:
+        pass
+
+    def collect(self, point_attributes: Any) -> list[Any]:
+        return []
+
+
+def _meter_provider(readers: list[MetricReader], resource: Resource) -> MeterProvider:
+    return MeterProvider(metric_readers=readers, resource=resource, exemplar_filter=AlwaysOffExemplarFilter(),
+                         views=[View(instrument_name="*", exemplar_reservoir_factory=_no_exemplars)])
+
+
+def _no_exemplars(_aggregation: Any) -> Any:  # the SDK's builder type is narrower than what it calls
+    return _NoExemplars
 
 
 def _policies(policies: list[str], exporters: list[Any]) -> list[str]:
