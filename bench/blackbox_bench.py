@@ -40,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 from daemon_bench import CAPTURE, free_port, start_emulator  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
+SCRAPE_INTERVAL_S = 15.0  # deploy/compose/prometheus.yml
 BODY = {"model": "dep-0000", "max_tokens": 1, "stream": True,
         "messages": [{"role": "user", "content": "Reply with the single word OK."}]}
 
@@ -179,6 +180,17 @@ def run_monitor(tmp: Path, base_url: str, key: str, rate: float, seconds: float,
         (n0, ok0), c0 = canaries(metrics), cpu_s(proc.pid)
         time.sleep(seconds)
         c1, (n1, ok1) = cpu_s(proc.pid), canaries(metrics)
+        # what one Prometheus scrape of /metrics costs the monitor at this fleet size (not in the figures
+        # above; printed beside them): a few scrapes, CPU read from /proc around each
+        costs = []
+        for _ in range(3):
+            s0 = cpu_s(proc.pid)
+            size = len(httpx.get(metrics, timeout=60).content)
+            costs.append(cpu_s(proc.pid) - s0)
+        scrape = sorted(costs)[1]
+        per = scrape / (rate * SCRAPE_INTERVAL_S) * 1000
+        print(f"        one scrape of /metrics ({size / 1e6:.1f} MB): {scrape:.2f} s CPU, i.e. "
+              f"{per:.3f} ms per canary at a {SCRAPE_INTERVAL_S:.0f} s scrape interval", flush=True)
         return c1 - c0, int(n1 - n0), int(ok1 - ok0)
     finally:
         stop(proc)
