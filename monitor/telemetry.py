@@ -67,7 +67,6 @@ _SeriesAttrs = tuple[dict[str, Any], dict[str, Any], dict[str, Any], dict[str, A
 PROVIDER = "anthropic"
 OPERATION = "chat"
 DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
-TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864)
 COST_BUCKETS = (0.00001, 0.0001, 0.001, 0.01, 0.1, 1.0)
 # deployment state as one numeric series (documented in README): absence of data is not "healthy"
 STATE_CODES: dict[State, int] = {State.UNKNOWN: 0, State.HEALTHY: 1, State.DEGRADED: 2,
@@ -187,7 +186,9 @@ class OtelTelemetry:
             explicit_bucket_boundaries_advisory=DURATION_BUCKETS)
         self.tokens = m.create_histogram(
             "gen_ai.client.token.usage", unit="{token}", description="Tokens used by the canary",
-            explicit_bucket_boundaries_advisory=TOKEN_BUCKETS)
+            # sum and count only: a canary's token counts are set by its prompt and max_tokens, so the
+            # semconv's 14 buckets would say nothing and take 30 of a deployment's 70 lines in /metrics
+            explicit_bucket_boundaries_advisory=())
         self.results = m.create_counter(
             "foundry_monitor.canary.results", unit="{canary}",
             description="Canaries by result kind (ok or the failure class)")

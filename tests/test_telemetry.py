@@ -127,7 +127,10 @@ def test_prometheus_exposition_uses_semconv_names_and_buckets() -> None:
     assert re.search(r'gen_ai_client_operation_duration_seconds_bucket\{[^}]*error_type="",[^}]*le="0.32"'
                      r'[^}]*\} 1.0', text)
     assert re.search(r'gen_ai_client_operation_duration_seconds_bucket\{[^}]*le="0.16"[^}]*\} 0.0', text)
-    assert re.search(r'gen_ai_client_token_usage_bucket\{[^}]*gen_ai_token_type="input"[^}]*le="64"', text)
+    # token usage: sum and count, one +Inf bucket (a canary's tokens are fixed by its prompt)
+    assert re.search(r'gen_ai_client_token_usage_sum\{[^}]*gen_ai_token_type="input"[^}]*\} \d', text)
+    token_buckets = r'gen_ai_client_token_usage_bucket\{[^}]*gen_ai_token_type="input"[^}]*le="([^"]+)"'
+    assert re.findall(token_buckets, text) == ["+Inf"]
     assert re.search(r'foundry_monitor_canary_results_total\{[^}]*error_type="rate_limited"[^}]*'
                      r'foundry_monitor_kind="rate_limited"[^}]*\} 1.0', text)
     assert re.search(r'foundry_monitor_deployment_state\{[^}]*gen_ai_request_model="dep"[^}]*\} 4.0', text)
