@@ -1,7 +1,7 @@
 """The httpx transport under every canary: aiohttp's HTTP/1.1 client, through ``httpx-aiohttp``.
 
 httpx stays the client API: the probe builds an ``httpx.Request``, hands it to ``handle_async_request`` and
-reads an ``httpx.Response``. Under it, aiohttp's connection pool and C parser cost about a third less CPU
+reads an ``httpx.Response``. Under it, aiohttp's connection pool and C parser cost about 30 % less CPU
 per canary than httpcore and h11 in pure Python (bench/daemon_bench.py). ``httpx_aiohttp.AiohttpTransport``
 translates between the two; this subclass adds what a canary needs and the library does not do:
 
