@@ -1,5 +1,5 @@
 """The clients of a fleet of canaries: the targets of a config (or one shard of it), and per resource one
-httpx transport (connection pool) and one credential."""
+httpx transport (connection pool, `transport.CanaryTransport`) and one credential."""
 
 from __future__ import annotations
 
@@ -14,9 +14,8 @@ from monitor.config import Config, Resource
 
 from . import probe
 from .auth import ApiKeyAuth, AuthProvider, EntraAuth, entra_credential
-from .netio import AsyncioBackend
-from .pool import linear
 from .run import Target
+from .transport import CanaryTransport
 
 KEEPALIVE_S = 60.0
 POOL_PER_RESOURCE = 64
@@ -77,24 +76,16 @@ def build_auth(res: Resource) -> AuthProvider:
     return ApiKeyAuth(res.auth.api_key, res.api_key_header)
 
 
-def build_transport(url: str, pool: int = POOL_PER_RESOURCE) -> httpx.AsyncHTTPTransport:
-    """httpx's connection pool for one resource, used without an ``httpx.AsyncClient``: the client's
-    cookie, redirect, auth and header-merging layers do nothing for a canary and cost a quarter of its
-    CPU (bench/daemon_bench.py). What the client would take from the environment is kept: the proxy
-    (HTTPS_PROXY, ALL_PROXY, NO_PROXY) here, and SSL_CERT_FILE / SSL_CERT_DIR in the transport.
-
-    Its sockets are asyncio's own (`netio`) rather than anyio's: httpx takes no network backend, so it is
-    set on the httpcore pool it built (httpcore's public seam), before any connection exists."""
-    transport = httpx.AsyncHTTPTransport(
-        # keep idle connections a minute (httpx's default is 5 s): with intervals of a few seconds or more,
-        # every canary would otherwise pay a new TCP + TLS handshake and report it as Foundry's latency
-        limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool,
-                            keepalive_expiry=KEEPALIVE_S),
-        proxy=environment_proxy(url),
-    )
-    transport._pool._network_backend = AsyncioBackend()  # noqa: SLF001 - see above; tested
-    linear(transport._pool)  # noqa: SLF001 - httpcore's pool bookkeeping in linear time (pool.py)
-    return transport
+def build_transport(url: str, pool: int = POOL_PER_RESOURCE) -> CanaryTransport:
+    """The connection pool for one resource: httpx's transport interface on aiohttp (`transport`), used
+    without an ``httpx.AsyncClient``: the client's cookie, redirect, auth and header-merging layers do
+    nothing for a canary and cost a quarter of its CPU (bench/daemon_bench.py). What the client would take
+    from the environment is kept: the proxy (HTTPS_PROXY, ALL_PROXY, NO_PROXY) here, and SSL_CERT_FILE /
+    SSL_CERT_DIR in the transport."""
+    # keep idle connections a minute (httpx's default is 5 s): with intervals of a few seconds or more,
+    # every canary would otherwise pay a new TCP + TLS handshake and report it as Foundry's latency
+    limits = httpx.Limits(max_connections=pool, max_keepalive_connections=pool, keepalive_expiry=KEEPALIVE_S)
+    return CanaryTransport(limits=limits, proxy=environment_proxy(url))
 
 
 def environment_proxy(url: str) -> str | None:

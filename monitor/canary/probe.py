@@ -1,8 +1,10 @@
 """One canary request -> Outcome: what happened on the wire, measured honestly. Never raises.
 
-Timings come from one monotonic clock started just before the request is handed to httpx:
-headers (status line and headers parsed), first token (the chunk carrying the first
-``content_block_delta``, not the first byte), total (last byte read). No retries here.
+Timings come from one monotonic clock started when bytes start moving, as the transport's ``trace``
+extension reports it (a new connection's connect, or the request head on a pooled one; when the transport
+reports neither, when the request is handed to it): headers (status line and headers parsed), first token
+(the chunk carrying the first ``content_block_delta``, not the first byte), total (last byte read).
+No retries here.
 """
 
 from __future__ import annotations
@@ -330,8 +332,9 @@ def _transport_kind(exc: httpx.TransportError) -> Transport:
 
 def _short(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
-    if "header" in text.lower() and ("illegal" in text.lower() or "invalid" in text.lower()):
-        # the HTTP library quotes the offending header value, which may be the API key or token
+    low = text.lower()
+    if "header" in low and any(word in low for word in ("illegal", "invalid", "forbidden")):
+        # an HTTP library may quote the offending header value, which may be the API key or token
         text = "a request header value is not valid HTTP (check the API key or token for stray characters)"
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 

@@ -3,8 +3,9 @@ and ends in the right failure class. The servers are raw asyncio servers on 127.
 so they can do what no well-behaved server does: a 50 MB body, an endless or stalled event stream,
 invalid UTF-8, headers dribbled a byte at a time.
 
-Each canary runs end to end (``monitor.canary.run_canary``: probe, classify, result), and its result then
-goes through what the daemon does with every result: a store row and a JSON log line.
+Each canary runs end to end (``monitor.canary.run_canary``: probe, classify, result) through the transport
+the daemon builds (``fleet.build_transport``), and its result then goes through what the daemon does with
+every result: a store row and a JSON log line.
 """
 
 from __future__ import annotations
@@ -17,11 +18,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 import pytest
 
 from monitor.canary import probe
 from monitor.canary.auth import ApiKeyAuth
+from monitor.canary.fleet import build_transport
 from monitor.canary.results import CanaryResult, FailureKind
 from monitor.canary.run import Target, run_canary
 from monitor.config import CheckSettings
@@ -224,7 +225,7 @@ async def canary_under_tracemalloc(case: Case, fake_key: str) -> tuple[CanaryRes
     async def handler(reader: asyncio.StreamReader, writer: Writer) -> None:
         await case.handler(srv, reader, writer)
 
-    async with raw_server(handler) as port, httpx.AsyncHTTPTransport() as transport:
+    async with raw_server(handler) as port, build_transport(f"http://127.0.0.1:{port}/") as transport:
         tracemalloc.start()
         try:
             tracemalloc.reset_peak()
