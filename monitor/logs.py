@@ -6,9 +6,11 @@ monitor itself built go into fields, never request headers, so no secret can rea
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,7 +19,23 @@ from monitor.canary.results import CanaryResult
 LOGGER = "monitor"
 
 
+def _json_encoder() -> Callable[[object], str]:
+    """``json.dumps(obj, default=str)``, byte for byte, without building an encoder for every line
+    (json.dumps makes a JSONEncoder and a C encoder per call: about a third of a log line's format)."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # no C accelerator (another interpreter): the plain call
+        return functools.partial(json.dumps, default=str)
+    # the arguments JSONEncoder(default=str).iterencode passes; no circular check: fields are flat
+    # values the monitor built (a circular one would raise RecursionError instead of ValueError)
+    encode = make(None, str, json.encoder.encode_basestring_ascii, None, ": ", ", ", False, False, True)
+    return lambda obj: "".join(encode(obj, 0))
+
+
 class JsonFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__()
+        self._dumps = _json_encoder()
+
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
@@ -28,7 +46,7 @@ class JsonFormatter(logging.Formatter):
         out.update(getattr(record, "fields", {}))
         if record.exc_info:
             out["exception"] = self.formatException(record.exc_info)
-        return json.dumps(out, default=str)
+        return self._dumps(out)
 
 
 class TextFormatter(logging.Formatter):
@@ -69,6 +87,16 @@ def setup(level: str = "info", fmt: str = "auto", stream: Any = None) -> None:
 
 def event(logger: logging.Logger, level: int, message: str, **fields: Any) -> None:
     logger.log(level, message, extra={"fields": fields})
+
+
+def canary(logger: logging.Logger, r: CanaryResult) -> None:
+    """The line of one canary (info when ok, else warning). The record goes straight to the handlers:
+    ``Logger.log`` would first walk the stack for the caller's file and line, which no formatter or
+    handler here prints, for every canary."""
+    level = logging.INFO if r.ok else logging.WARNING
+    if logger.isEnabledFor(level):
+        logger.handle(logger.makeRecord(logger.name, level, "(unknown file)", 0, "canary", (), None,
+                                        extra={"fields": canary_fields(r)}))
 
 
 def canary_fields(r: CanaryResult) -> dict[str, Any]:

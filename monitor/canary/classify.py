@@ -227,7 +227,9 @@ def _refine(base: FailureKind, o: Outcome) -> FailureKind:
     """The first kind the body suggests that ``_REFINES`` allows in place of ``base``; else ``base``.
 
     The body is read strongest first: Azure code, Anthropic type, then the message text."""
-    allowed = _REFINES.get(base, frozenset())
+    allowed = _REFINES.get(base)
+    if not allowed:  # ok among them: no body to read (it scanned every message pattern per canary)
+        return base
     text = _message(o)
     candidates = (_by_code(o.error_code), _by_type(o.error_type),
                   *(kind for pattern, kind in _MESSAGE if pattern.search(text)))

@@ -19,8 +19,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from apscheduler.events import EVENT_JOB_SUBMITTED, JobSubmissionEvent
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from monitor.canary.fleet import Fleet
@@ -29,6 +27,8 @@ from monitor.canary.results import CanaryResult, FailureKind, Timings, Verdict
 from monitor.canary.run import Target, run_canary
 from monitor.config import MAX_DURATION
 from monitor.logs import event
+
+from . import aps
 
 log = logging.getLogger("monitor.scheduler")
 
@@ -55,22 +55,6 @@ class ResultSink(Protocol):
         """The next result of this deployment comes after interval_s (a back-off, or its end)."""
 
 
-class _LoopScheduler(AsyncIOScheduler):  # type: ignore[misc]  # APScheduler 3 has no type hints
-    """AsyncIOScheduler whose own timer wakes it directly. The stock timer calls the thread-safe
-    ``wakeup``, which goes through call_soon_threadsafe: a self-pipe write and read and one more loop
-    pass for every run of every job (about 0.06 ms per canary, bench/daemon_bench.py). The timer
-    always fires on the loop's own thread, so nothing needs the detour."""
-
-    def _start_timer(self, wait_seconds: float | None) -> None:
-        self._stop_timer()
-        if wait_seconds is not None:
-            self._timeout = self._eventloop.call_later(wait_seconds, self._wake)
-
-    def _wake(self) -> None:
-        self._stop_timer()
-        self._start_timer(self._process_jobs())
-
-
 def budget_interval(cost_per_canary: float, monthly_usd: float) -> float:
     return cost_per_canary * SECONDS_PER_MONTH / monthly_usd
 
@@ -84,8 +68,7 @@ class CanaryScheduler:
         self._location = location
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._now = now or (lambda: datetime.now(UTC))
-        self._aps = _LoopScheduler(timezone=UTC)
-        self._aps.add_listener(self._submitted, EVENT_JOB_SUBMITTED)
+        self._aps = aps.scheduler(self._submitted)
         self._targets: dict[Key, Target] = {}
         self._interval: dict[Key, float] = {}
         self._throttled: dict[Key, int] = {}
@@ -162,9 +145,8 @@ class CanaryScheduler:
                     interval = need
         return interval
 
-    def _submitted(self, ev: JobSubmissionEvent) -> None:
-        if ev.scheduled_run_times:
-            self._due[ev.job_id] = ev.scheduled_run_times[-1]
+    def _submitted(self, job_id: str, due: datetime) -> None:
+        self._due[job_id] = due
 
     async def _run(self, key: Key) -> None:
         target = self._targets.get(key)

@@ -25,7 +25,8 @@ from monitor.canary.fleet import Clients, Fleet, build_fleet
 from monitor.canary.pricing import cost_usd
 from monitor.canary.results import CanaryResult, FailureKind
 from monitor.errors import ConfigError, LeaseHeld, MonitorError, StoreError
-from monitor.logs import canary_fields, event
+from monitor.logs import canary as canary_line
+from monitor.logs import event
 from monitor.store.lease import HEARTBEAT_S, Lease
 from monitor.store.recover import Recovery
 from monitor.store.sqlite import Store, result_row
@@ -159,7 +160,7 @@ class Daemon:
     def record(self, r: CanaryResult) -> None:
         cost = cost_usd(r.model, r.usage) if r.usage else None
         self.writer.put(result_row(r, cost))
-        event(log, logging.INFO if r.ok else logging.WARNING, "canary", **canary_fields(r))
+        canary_line(log, r)
         self.telemetry.record(r, cost)
         key = (r.resource, r.deployment)
         self.last[key] = r

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+import operator
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,9 +72,12 @@ def merge(into: dict[int, int], more: Mapping[int, int]) -> dict[int, int]:
     return into
 
 
+_COMPACT = json.JSONEncoder(separators=(",", ":"))  # json.dumps would build one for every call
+
+
 def encode_hist(hist: Mapping[int, int]) -> str:
     """Storage form: a JSON list of [bucket, count] pairs in bucket order (decoded at C speed)."""
-    return json.dumps(sorted(hist.items()), separators=(",", ":"))
+    return _COMPACT.encode(sorted(hist.items()))
 
 
 def decode_hist(text: str) -> dict[int, int]:
@@ -165,8 +169,10 @@ def tokens_per_s(c: Canary) -> float | None:
     return (c.output_tokens - 1) / span if span > 0 else None
 
 
-def from_row(row: Sequence[Any], index: Mapping[str, int]) -> Canary:
-    return Canary(*(row[index[name]] for name in CANARY_FIELDS))
+def reader(index: Mapping[str, int]) -> Callable[[Sequence[Any]], Canary]:
+    """Rows laid out by ``index`` (column name -> position) -> Canary; the positions looked up once."""
+    pick = operator.itemgetter(*(index[name] for name in CANARY_FIELDS))
+    return lambda row: Canary(*pick(row))
 
 
 CANARY_FIELDS = ("started_at", "resource", "deployment", "model", "attempt", "kind", "total_s", "ttft_s",

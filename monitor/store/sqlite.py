@@ -106,6 +106,7 @@ _COLUMNS = ("started_at", "resource", "deployment", "model", "location", "attemp
             "cache_read_tokens", "cost_usd", "request_id", "apim_request_id", "response_model",
             "stop_reason", "detail", "retry_after")
 _INDEX = {name: i for i, name in enumerate(_COLUMNS)}
+_CANARY = rollup.reader(_INDEX)  # a stored row -> the fields a rollup needs
 _INSERT = f"INSERT INTO results ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"  # noqa: S608 - constant column names
 
 
@@ -243,7 +244,7 @@ class Store:
         """Store results and fold them into the hourly rollups, in one transaction."""
         if not rows:
             return
-        hours = rollup.aggregate(rollup.from_row(row, _INDEX) for row in rows)
+        hours = rollup.aggregate(map(_CANARY, rows))
         with self._lock:
             try:
                 self._conn.execute("BEGIN")
@@ -286,7 +287,7 @@ class Store:
 
     def _add_day_hists(self, hours: dict[rollup.Key, rollup.Hour]) -> None:
         """Fold hourly histograms into per-day ones (an hour belongs to the local day it starts in)."""
-        deltas: dict[tuple[str, str, str, str], dict[int, int]] = {}
+        deltas: dict[tuple[str, str, str], dict[str, dict[int, int]]] = {}
         days: dict[int, str] = {}
         for (hour, resource, deployment), h in hours.items():
             day = days.get(hour)
@@ -294,17 +295,18 @@ class Store:
                 day = days[hour] = datetime.fromtimestamp(hour * rollup.HOUR_S, self._zone).date().isoformat()
             for metric, hist in (("latency", h.latency), ("ttft", h.ttft)):
                 if hist:
-                    rollup.merge(deltas.setdefault((day, resource, deployment, metric), {}), hist)
-        if not deltas:
-            return
-        for (day, resource, deployment, metric), delta in deltas.items():
-            row = self._conn.execute(
-                "SELECT hist FROM rollup_hist_day WHERE tz = ? AND day = ? AND resource = ? "
-                "AND deployment = ? AND metric = ?",
-                (self.timezone, day, resource, deployment, metric)).fetchone()
-            merged = rollup.merge(rollup.decode_hist(row[0]) if row else {}, delta)
-            self._conn.execute("INSERT OR REPLACE INTO rollup_hist_day VALUES (?, ?, ?, ?, ?, ?)",
-                               (self.timezone, day, resource, deployment, metric, rollup.encode_hist(merged)))
+                    of_day = deltas.setdefault((day, resource, deployment), {})
+                    rollup.merge(of_day.setdefault(metric, {}), hist)
+        rows = []
+        for (day, resource, deployment), metrics in deltas.items():
+            # both metrics of a deployment's day in one read: a batch holds most deployments once
+            stored = dict(self._conn.execute(
+                "SELECT metric, hist FROM rollup_hist_day WHERE tz = ? AND day = ? AND resource = ? "
+                "AND deployment = ?", (self.timezone, day, resource, deployment)).fetchall())
+            for metric, delta in metrics.items():
+                merged = rollup.merge(rollup.decode_hist(stored[metric]) if metric in stored else {}, delta)
+                rows.append((self.timezone, day, resource, deployment, metric, rollup.encode_hist(merged)))
+        self._conn.executemany("INSERT OR REPLACE INTO rollup_hist_day VALUES (?, ?, ?, ?, ?, ?)", rows)
 
     def _backfill_day_hists(self) -> None:
         hours: dict[rollup.Key, rollup.Hour] = {}
@@ -317,7 +319,7 @@ class Store:
     def _backfill_rollups(self) -> None:
         cur = self._conn.execute(f"SELECT {', '.join(_COLUMNS)} FROM results ORDER BY id")  # noqa: S608
         while batch := cur.fetchmany(10_000):
-            self._add_rollups(rollup.aggregate(rollup.from_row(row, _INDEX) for row in batch))
+            self._add_rollups(rollup.aggregate(map(_CANARY, batch)))
 
     def add_transition(self, resource: str, deployment: str, at: datetime, from_state: str, to_state: str,
                        kind: str | None, hint: str | None, request_id: str | None,
