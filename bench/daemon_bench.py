@@ -205,7 +205,11 @@ def main() -> None:
     print(f"{'scheduling lateness p50 / p99 (ms)':42} {pair(late, 1)}  p99 <= 100")
     print(f"{'latency error vs ground truth p50 / p99 (ms)':42} {pair(lat_err)}  p99 <= 5")
     print(f"{'TTFT error vs ground truth p50 / p99 (ms)':42} {pair(ttft_err)}")
-    print(f"{'peak RSS (MB)':42} {peak:12.1f}  <= 150")
+    running = max((m for _, m in samples), default=float("nan"))
+    print(f"{'RSS while running, highest 5 s sample (MB)':42} {running:12.1f}  <= 150")
+    # ru_maxrss also counts what this process loads afterwards to compare with the ground truth (every
+    # stored result and the emulator's whole log): it grows with the run's length, not the daemon's
+    print(f"{'peak RSS incl. the ground-truth check (MB)':42} {peak:12.1f}")
     print(f"{'RSS growth minute 1 -> end (%)':42} {growth:12.2f}  < 5")
     with open("/proc/loadavg") as fh:
         print(f"{'load average at the end (1/5/15 min)':42} {' '.join(fh.read().split()[:3]):>12}")
