@@ -62,17 +62,18 @@ from .logs import event
 log = logging.getLogger("monitor.telemetry")
 
 SCOPE = "foundry-monitor"
-# availability records per export request (the SDK's default is 512): the exporter turns a whole batch
-# into JSON in one call that holds the interpreter, a stall the event loop may feel in a measured latency;
-# 64 keeps each stall short (about 90 KB a request). bench/daemon_bench.py --telemetry: latency error p99
-# 11.9-16.4 ms against 16.7-16.9 ms with 512, same CPU (two interleaved pairs, idle machine)
-EXPORT_BATCH = 64
-_ids = random.Random()  # noqa: S311 - ids of availability records and spans' links, not secrets
-_SeriesAttrs = tuple[dict[str, Any], dict[str, Any], dict[str, Any], dict[str, Any]]
 PROVIDER = "anthropic"
 OPERATION = "chat"
 DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
 COST_BUCKETS = (0.00001, 0.0001, 0.001, 0.01, 0.1, 1.0)
+# availability records per export request (the SDK's default is 512): the exporter turns a whole batch
+# into JSON in one call that holds the interpreter, a stall the event loop may feel in a measured latency;
+# 64 keeps each stall short (about 90 KB a request). bench/daemon_bench.py --telemetry: latency error p99
+# 11.9-16.4 ms against 16.7-16.9 ms with 512, same CPU (two interleaved pairs beside ~0.3 core of other
+# load: a hint, not a proof)
+EXPORT_BATCH = 64
+_ids = random.Random()  # noqa: S311 - canary ids (availability records, spans), not secrets
+_SeriesAttrs = tuple[dict[str, Any], dict[str, Any], dict[str, Any], dict[str, Any]]
 # deployment state as one numeric series (documented in README): absence of data is not "healthy"
 STATE_CODES: dict[State, int] = {State.UNKNOWN: 0, State.HEALTHY: 1, State.DEGRADED: 2,
                                  State.THROTTLED: 3, State.DOWN: 4}
