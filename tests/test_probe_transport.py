@@ -154,3 +154,22 @@ def test_the_proxy_is_taken_from_the_environment_as_curl_reads_it(
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     assert environment_proxy(url) == expected
+
+
+async def test_the_ids_and_retry_headers_are_read_whatever_their_case_repeats_or_bytes(fake_key: str) -> None:
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        body = b'{"type":"error","error":{"type":"rate_limit_error","message":"slow down"}}'
+        writer.write(b"HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\n"
+                     b"Request-Id: req-1\r\nrequest-id: req-2\r\nAPIM-Request-Id: apim-\xe9\r\n"
+                     b"Retry-After: 7\r\nretry-after-ms: 6500\r\n"
+                     b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        await writer.drain()
+
+    async with raw_server(answer) as port:
+        outcome = await run(request(port), fake_key)
+    assert outcome.status_code == 429
+    assert outcome.request_id == "req-1, req-2"  # as httpx's Headers.get joins a repeated name
+    assert outcome.apim_request_id == "apim-\xe9"  # not UTF-8: read as Latin-1, never an error
+    assert (outcome.retry_after_header, outcome.retry_after_ms_header) == ("7", "6500")
+    assert classify(outcome).kind is FailureKind.RATE_LIMITED
