@@ -191,3 +191,26 @@ async def test_a_deployment_backing_off_after_a_429_stays_throttled_not_silent(t
             await task
     assert silent == []
     assert [t.new for t in much_later] == [State.UNKNOWN]  # a back-off is not a licence to fall silent
+
+
+@pytest.mark.parametrize(("setting", "deployments", "ok_lines"), [
+    (None, 50, True), (None, 51, False), ("all", 51, True), ("failures", 2, False)])
+def test_ok_canaries_get_a_log_line_while_the_fleet_is_small_failed_ones_always(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, setting: str | None, deployments: int,
+        ok_lines: bool) -> None:
+    from monitor.canary.results import FailureKind
+
+    from .factories import result
+
+    names = [f"dep-{i:02d}" for i in range(deployments)]
+    text = config_text("http://127.0.0.1:9/anthropic/", "k", names, tmp_path / "data")
+    daemon = make_daemon(tmp_path, (f"log_canaries: {setting}\n" if setting else "") + text)
+    try:
+        with caplog.at_level("INFO", logger="monitor.daemon"):
+            daemon.record(result(resource="emu", deployment="dep-00"))
+            daemon.record(result(FailureKind.SERVER_ERROR, resource="emu", deployment="dep-01"))
+    finally:
+        daemon.store.close()
+    lines = [(r.levelname, r.fields["deployment"]) for r in caplog.records  # type: ignore[attr-defined]
+             if r.getMessage() == "canary"]
+    assert lines == ([("INFO", "dep-00")] if ok_lines else []) + [("WARNING", "dep-01")]

@@ -307,6 +307,8 @@ class Email(_Model):
 class Config(_Model):
     data_dir: str = "./data"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # one log line per ok canary too (failures always have theirs); auto: while the fleet is small
+    log_canaries: Literal["auto", "all", "failures"] = "auto"
     defaults: CheckSettings = CheckSettings()
     resources: list[Resource] = Field(default_factory=list)  # required unless `discovery` is set
     discovery: Discovery | None = None
