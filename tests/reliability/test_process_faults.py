@@ -267,8 +267,9 @@ def sigterm_run(tmp_path_factory: pytest.TempPathFactory) -> Stopped:
         resources += (f"  - name: emu-hang\n    base_url: {emu.base_url}\n"
                       f"    auth: {{api_key: {emu.api_key}}}\n    deployments:\n{deps}\n")
         cfg = tmp / "checks.yaml"
-        cfg.write_text(f"data_dir: {tmp / 'data'}\ndefaults: {{interval: 5s, timeout: 5s, confirm: 0}}\n"
-                       f"resources:\n{resources}")
+        # log_canaries: all, a line per result, which the tests below count against the store
+        cfg.write_text(f"data_dir: {tmp / 'data'}\nlog_canaries: all\n"
+                       f"defaults: {{interval: 5s, timeout: 5s, confirm: 0}}\nresources:\n{resources}")
         port, log = free_port(), tmp / "daemon.log"
         with daemon(cfg, port, log, "--max-concurrency", "600") as proc:
             wait_for(lambda: tally.in_flight >= 425, 40)
