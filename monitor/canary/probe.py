@@ -143,7 +143,7 @@ async def _exchange(req: Request, transport: httpx.AsyncBaseTransport, headers: 
     try:
         f.headers_s = clock() - t0
         f.status_code = response.status_code
-        h = _headers(response)
+        h = response.headers
         f.request_id, f.apim_request_id = h.get("request-id"), h.get("apim-request-id")
         f.retry_after_header, f.retry_after_ms_header = h.get("retry-after"), h.get("retry-after-ms")
         if not 200 <= response.status_code < 300:
@@ -164,30 +164,6 @@ async def _exchange(req: Request, transport: httpx.AsyncBaseTransport, headers: 
                 _parse_message(body, f)
     finally:
         await response.aclose()
-
-
-_READ_HEADERS = frozenset({b"request-id", b"apim-request-id", b"retry-after", b"retry-after-ms",
-                           b"content-type"})
-
-
-def _headers(response: httpx.Response) -> dict[str, str]:
-    """The few response headers the probe reads, in one pass over the raw list (an ``httpx.Headers``
-    lookup normalises and decodes the whole list for each name). Repeated names are joined with ", "
-    as ``Headers.get`` joins them; a value decodes as UTF-8, else as Latin-1, never failing."""
-    out: dict[str, str] = {}
-    for raw_name, raw_value in response.headers.raw:
-        name = raw_name.lower()
-        if name in _READ_HEADERS:
-            key, value = name.decode(), _decode(raw_value)
-            out[key] = f"{out[key]}, {value}" if key in out else value
-    return out
-
-
-def _decode(raw: bytes) -> str:
-    try:
-        return raw.decode()
-    except UnicodeDecodeError:
-        return raw.decode("latin-1")
 
 
 async def _read(response: httpx.Response, limit: int) -> bytes | None:
