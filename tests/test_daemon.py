@@ -11,10 +11,12 @@ from typing import Any
 import httpx
 import pytest
 
+from monitor.canary.results import FailureKind
 from monitor.daemon.health import State
 from monitor.emulator.runner import EmulatorServer
 
 from .daemon_helpers import config_text, make_daemon, until
+from .factories import result
 
 
 def scenario(names: list[str], **per: Any) -> dict[str, Any]:
@@ -198,10 +200,6 @@ async def test_a_deployment_backing_off_after_a_429_stays_throttled_not_silent(t
 def test_ok_canaries_get_a_log_line_while_the_fleet_is_small_failed_ones_always(
         tmp_path: Path, caplog: pytest.LogCaptureFixture, setting: str | None, deployments: int,
         ok_lines: bool) -> None:
-    from monitor.canary.results import FailureKind
-
-    from .factories import result
-
     names = [f"dep-{i:02d}" for i in range(deployments)]
     text = config_text("http://127.0.0.1:9/anthropic/", "k", names, tmp_path / "data")
     daemon = make_daemon(tmp_path, (f"log_canaries: {setting}\n" if setting else "") + text)
